@@ -1,0 +1,55 @@
+/*  vs_broker.h - the versync broker: authorisation, stream sequencing, durable history,
+    catch-up serving and live fan-out.
+
+    The broker binds a request endpoint (ROUTER) and a live endpoint (PUB), both CURVE servers.
+    A ZAP handler of its own authorises each client's public key against two folders of public
+    certificates: publishers and subscribers. Per stream, it dedupes change sets by (stream,
+    publisher id, version), gives each accepted set the stream's next sequence and chain hash,
+    commits it to history.db under data_dir (WAL, synchronous=FULL, many sets per commit under
+    load) and only then ACKs the publisher and publishes it live. It answers FETCH with bounded
+    chunks of history, STATUS with every stream's head, and sends a HEARTBEAT per stream at least
+    every heartbeat_ms.
+
+    It runs as a czmq actor:
+
+        vs_broker_config_t config = { .data_dir = "data", ... };
+        zactor_t *broker = zactor_new (vs_broker_actor, &config);
+
+    Pipe protocol (the same for every versync actor):
+      - after zactor_new returns, the actor sends one message: "OK", or "ERROR" + reason frame;
+        after "ERROR" the actor has ended (destroy it);
+      - later it may send "FATAL" + reason once, when it cannot go on; it then waits for $TERM;
+      - "$TERM" stops it cleanly: every ACKed change set is committed.
+      - "ENDPOINTS" (request) answers two frames: the request and live endpoints as bound
+        (useful with port 0 / ephemeral binds in tests).
+*/
+#ifndef VS_BROKER_H_INCLUDED
+#define VS_BROKER_H_INCLUDED
+
+#include <czmq.h>
+
+#include "vs_proto.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    const char *data_dir;         /* created if missing; holds history.db                   */
+    zcert_t *cert;                /* broker key pair; borrowed until "OK"                   */
+    const char *publishers_dir;   /* public certificates allowed to publish                 */
+    const char *subscribers_dir;  /* public certificates allowed to subscribe               */
+    const char *request_endpoint; /* e.g. tcp://127.0.0.1:5570                              */
+    const char *live_endpoint;    /* e.g. tcp://127.0.0.1:5571                              */
+    int heartbeat_ms;             /* 0: 1000                                                */
+    vs_logger_t logger;
+} vs_broker_config_t;
+
+/*  The actor function; args is a const vs_broker_config_t *, read before "OK" is sent.       */
+void vs_broker_actor(zsock_t *pipe, void *args);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

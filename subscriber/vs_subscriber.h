@@ -1,0 +1,55 @@
+/*  vs_subscriber.h - the slave side: catch-up, then live, with gap detection, chain
+    verification and batched exactly-once apply into a slave SQLite database.
+
+    The subscriber connects its SUB socket first, then FETCHes each stream from its stored
+    position until caught up, then applies live change sets; it discards what it already has
+    and catches up again on a gap (seen in a live sequence or a heartbeat's head). Every batch
+    is ONE SQLite transaction that also stores, per stream, the new position and chain hash in
+    _versync_state, so a kill -9 at any moment loses and duplicates nothing. Missing tables are
+    created from the master's schema; differing tables get the columns both sides have; a
+    different primary key is refused.
+
+    It runs as a czmq actor:
+
+        vs_subscriber_config_t config = { .db_path = "slave.db", ... };
+        zactor_t *subscriber = zactor_new (vs_subscriber_actor, &config);
+
+    Pipe protocol (the same for every versync actor):
+      - after zactor_new returns, the actor sends one message: "OK", or "ERROR" + reason frame;
+        after "ERROR" the actor has ended (destroy it);
+      - later it may send "FATAL" + reason once (chain mismatch, schema refused, store
+        failure); nothing of the failing batch is committed; it then waits for $TERM;
+      - "$TERM" stops it cleanly: the open batch is rolled back or committed whole.
+*/
+#ifndef VS_SUBSCRIBER_H_INCLUDED
+#define VS_SUBSCRIBER_H_INCLUDED
+
+#include <czmq.h>
+
+#include "vs_proto.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    const char *db_path;           /* slave database, created if missing                     */
+    const char *broker_endpoint;   /* request endpoint, e.g. tcp://127.0.0.1:5570            */
+    const char *live_endpoint;     /* live endpoint, e.g. tcp://127.0.0.1:5571               */
+    const char *broker_public_key; /* broker's public key, Z85 (40 characters)               */
+    zcert_t *cert;                 /* our key pair; borrowed until "OK"                      */
+    const char *const *streams;    /* streams to follow, at least one                        */
+    size_t stream_count;
+    const char *const *tables;     /* only these tables; table_count 0 means all             */
+    size_t table_count;
+    vs_logger_t logger;
+} vs_subscriber_config_t;
+
+/*  The actor function; args is a const vs_subscriber_config_t *, read before "OK" is sent.   */
+void vs_subscriber_actor(zsock_t *pipe, void *args);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,7 @@
+/*  placeholder until the module's tests land.                                                */
+#include "testutil.h"
+
+int main(void)
+{
+    return vs_test_summary();
+}
