@@ -1,0 +1,53 @@
+# versync - the README's commands. CMake does the building; this file installs what is
+# missing on a Debian machine, configures, builds and runs.
+#   make demo    install missing packages, build into build/, run 'versync demo'
+#   make test    the same set-up, then the whole ctest suite
+#   make test-sanitize   the suite again under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make bench   the benchmark (bench/README.md); QUICK=1 for tiny sizes
+
+BUILD ?= build
+SANITIZE_BUILD ?= build-sanitize
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+PACKAGES = build-essential cmake pkg-config libzmq3-dev libczmq-dev libsqlite3-dev \
+           libsodium-dev libmsgpack-dev sqlite3
+
+.PHONY: all deps build demo test test-sanitize bench clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" \
+	        || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then \
+	        echo "installing:$$missing"; \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    else \
+	        echo "missing Debian packages:$$missing"; \
+	        echo "run: sudo apt-get install$$missing"; exit 1; \
+	    fi; \
+	fi
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	./$(BUILD)/versync demo
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j 2
+
+test-sanitize: deps
+	cmake -S . -B $(SANITIZE_BUILD) -DCMAKE_BUILD_TYPE=Debug -DVS_SANITIZE=address,undefined
+	cmake --build $(SANITIZE_BUILD) -j $(JOBS)
+	cd $(SANITIZE_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    ctest --output-on-failure -j 2
+
+bench: build
+	bash bench/run.sh $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(BUILD) $(SANITIZE_BUILD)
