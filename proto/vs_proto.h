@@ -161,7 +161,8 @@ int vs_changeset_writer_add_table(vs_changeset_writer_t *self, const char *name,
                                   const uint32_t *pk_columns, uint32_t *table_index);
 
 /*  Appends an UPSERT: value_count must equal the table's column count. Values are copied.
-    Returns VS_EINVAL (bad index or count), VS_ENOMEM.                                         */
+    Returns VS_EINVAL (bad index, count or value type), VS_EMSGSIZE (one change alone over
+    VS_MAX_CHANGESET), VS_ENOMEM; on failure nothing is appended.                              */
 int vs_changeset_writer_upsert(vs_changeset_writer_t *self, uint32_t table_index,
                                size_t value_count, const vs_value_t *values);
 
@@ -169,7 +170,8 @@ int vs_changeset_writer_upsert(vs_changeset_writer_t *self, uint32_t table_index
 int vs_changeset_writer_delete(vs_changeset_writer_t *self, uint32_t table_index,
                                size_t key_count, const vs_value_t *key);
 
-/*  Encoded bytes appended so far (changes and tables), to decide where to cut a set.          */
+/*  Encoded bytes appended so far (changes and tables, plus the largest header finish adds):
+    an upper bound of the finished size, to decide where to cut a set.                         */
 size_t vs_changeset_writer_size(const vs_changeset_writer_t *self);
 
 /*  Changes appended so far.                                                                   */
@@ -177,7 +179,7 @@ size_t vs_changeset_writer_change_count(const vs_changeset_writer_t *self);
 
 /*  Encodes the set into a new heap buffer handed to the caller (*data, free() it) and resets
     the writer. Requires 1 <= first_version <= last_version. Returns VS_EINVAL, VS_EMSGSIZE
-    (over VS_MAX_CHANGESET), VS_ENOMEM.                                                        */
+    (over VS_MAX_CHANGESET), VS_ENOMEM; on failure the writer keeps its tables and changes.   */
 int vs_changeset_writer_finish(vs_changeset_writer_t *self, uint64_t first_version,
                                uint64_t last_version, uint32_t flags, uint8_t **data,
                                size_t *size);
@@ -212,12 +214,14 @@ typedef struct {
     const uint8_t *end;
     size_t next_change;
     vs_value_t *value_buffer;
+    const uint8_t *changes; /* the first change, for vs_changeset_rewind */
 } vs_changeset_t;
 
 /*  Validates the whole encoded set (every table, change, type, count and index) without
     allocating per change, then decodes its header and tables. On success the caller iterates
     with vs_changeset_next and must call vs_changeset_close. On failure returns VS_EPROTO or
-    VS_EMSGSIZE with a static reason in *why (when why is not NULL), and *self needs no close.
+    VS_EMSGSIZE (VS_EINVAL for a NULL argument, VS_ENOMEM) with a static reason in *why (when
+    why is not NULL), and *self needs no close (a close is still safe).
     Changes of each table must have exactly the counts its header declares.                    */
 int vs_changeset_open(vs_changeset_t *self, const void *data, size_t size, const char **why);
 
@@ -294,12 +298,16 @@ typedef struct {
 /*  Decodes one message body into *msg (zeroed first). Checks the protocol version, the
     command, and every field's type, length and count; stream names must be valid (see
     vs_stream_name_valid). Returns VS_OK, VS_EVERSION, VS_ECOMMAND, VS_EPROTO or VS_EMSGSIZE
-    with a static reason in *why. The change set bytes inside PUBLISH, LIVE and CHUNK are not
-    decoded here: use vs_changeset_open. Call vs_msg_clear after success.                      */
+    (VS_EINVAL for a NULL argument, VS_ENOMEM) with a static reason in *why. The change set
+    bytes inside PUBLISH, LIVE and CHUNK are not decoded here: use vs_changeset_open. Call
+    vs_msg_clear after success. On failure nothing stays allocated, and msg->command and
+    msg->request_id keep what could be read before the fault (0 otherwise; command stays 0 on
+    VS_ECOMMAND), so a broker can echo the request id in its ERROR reply.                      */
 int vs_msg_decode(vs_msg_t *msg, const void *data, size_t size, const char **why);
 
-/*  Encodes *msg into a new heap buffer (*data, free() it). Returns VS_EINVAL for a field
-    over its limit, VS_ENOMEM.                                                                 */
+/*  Encodes *msg into a new heap buffer (*data, free() it). Returns VS_EINVAL for an unknown
+    command or a field over its limit (invalid stream name or publisher id, hash not 32 bytes,
+    too many entries), VS_EMSGSIZE when the body would pass VS_MAX_FRAME, VS_ENOMEM.          */
 int vs_msg_encode(const vs_msg_t *msg, uint8_t **data, size_t *size);
 
 /*  Frees the arrays that vs_msg_decode allocated and zeroes *msg; safe twice.                 */
