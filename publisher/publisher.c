@@ -1,10 +1,561 @@
-/*  publisher.c - placeholder until the module lands.                                              */
+/*  publisher.c - the publisher actor: wake-up, in-flight window, PUBLISH, ACK and resend.
+
+    The actor owns a capture (capture.c) and a CURVE DEALER connected to the broker's request
+    endpoint. It wakes on inotify events in the database's folder, on replies and every
+    S_POLL_MS, confirms a change with PRAGMA data_version, reads whole snapshots into change
+    sets and keeps up to S_WINDOW_SETS (or S_WINDOW_BYTES) of them in flight. The next read
+    starts after the last version sent. An ACK trims the log; ERROR VS_ESTORE or an ACK that
+    does not come within S_ACK_TIMEOUT_MS makes it forget the sets in flight and rebuild them
+    from the last acknowledged version (the broker drops what it already has).
+*/
 #include "vs_publisher.h"
+
+#include "capture.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#define S_WINDOW_SETS    8
+#define S_WINDOW_BYTES   (8u * 1024 * 1024)
+#define S_ACK_TIMEOUT_MS 5000
+#define S_POLL_MS        50
+#define S_STORE_RETRY_MS 1000 /* after ERROR VS_ESTORE from the broker    */
+#define S_BUSY_RETRY_MS  50   /* after our database was locked            */
+/* A WAL write wakes us before the commit is visible (the wal-index in shared memory, which
+   inotify does not see, is updated after the write and sync): after each event we look again
+   every millisecond for a while. */
+#define S_RECHECK_MS 1
+/* Trimming only tries for the write lock, unless it has not managed for a while. */
+#define S_TRIM_PATIENCE_MS  1000
+#define S_TRIM_WAIT_MS      20
+#define S_RECHECK_PERIOD_MS 25
+
+typedef struct {
+    uint64_t request_id;
+    uint64_t last_version;
+    size_t size;
+    int64_t sent_at; /* zclock_mono */
+} s_flight_t;
+
+typedef enum {
+    S_RUNNING,  /* reading, sending, handling replies             */
+    S_FAILED,   /* sent FATAL: waits for $TERM                    */
+    S_STOPPING, /* got $TERM                                      */
+} s_state_t;
+
+typedef struct {
+    zsock_t *pipe;
+    vs_logger_t logger;
+    vs_capture_t *capture;
+    zsock_t *dealer;
+    int inotify_fd;
+    char *stream;
+    const char *publisher_id; /* borrowed from capture */
+    s_state_t state;
+    uint64_t sent_version;    /* the next read starts after this          */
+    uint64_t acked_version;   /* the broker holds every version up to it  */
+    uint64_t trimmed_version; /* the log is trimmed up to it              */
+    uint64_t highest_sent;    /* an ACK above it is not ours              */
+    s_flight_t flights[S_WINDOW_SETS];
+    size_t flight_count;
+    size_t flight_bytes;
+    uint64_t next_request_id;
+    bool more;                  /* the last read stopped at the window           */
+    bool blocked;               /* something to send but the DEALER is not ready */
+    int64_t retry_at;           /* no read before this time (zclock_mono)       */
+    int64_t recheck_until;      /* poll every S_RECHECK_MS until then         */
+    int64_t trim_pending_since; /* first failed trim attempt, 0: none     */
+} s_publisher_t;
+
+/* ---------------------------------------------------------------------------------------------
+    Construction.                                                                              */
+
+/*  The stream name a database gets by default: its file name without folder and extension.   */
+static char *s_default_stream(const char *db_path)
+{
+    const char *name = strrchr(db_path, '/');
+    name = name ? name + 1 : db_path;
+    const char *dot = strrchr(name, '.');
+    size_t length = dot && dot != name ? (size_t) (dot - name) : strlen(name);
+    char *stream = malloc(length + 1);
+    if (stream) {
+        memcpy(stream, name, length);
+        stream[length] = 0;
+    }
+    return stream;
+}
+
+/*  Watches the database's folder: the WAL and the database file change there on a commit.   */
+static int s_watch(const char *db_path, const vs_logger_t *logger)
+{
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0) {
+        vs_log(logger, VS_LOG_WARNING, "publisher: no inotify (%s); polling every %d ms",
+               strerror(errno), S_POLL_MS);
+        return -1;
+    }
+    char *folder = strdup(db_path);
+    char *slash = folder ? strrchr(folder, '/') : NULL;
+    const char *watched = ".";
+    if (slash == folder && folder) {
+        watched = "/";
+    } else if (slash) {
+        *slash = 0;
+        watched = folder;
+    }
+    if (!folder ||
+        inotify_add_watch(fd, watched, IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE) < 0) {
+        vs_log(logger, VS_LOG_WARNING,
+               "publisher: cannot watch folder '%s' (%s); polling every %d ms", watched,
+               strerror(errno), S_POLL_MS);
+        close(fd);
+        fd = -1;
+    }
+    free(folder);
+    return fd;
+}
+
+static void s_publisher_destroy(s_publisher_t **self_p)
+{
+    if (!*self_p) {
+        return;
+    }
+    s_publisher_t *self = *self_p;
+    vs_capture_destroy(&self->capture);
+    zsock_destroy(&self->dealer);
+    if (self->inotify_fd >= 0) {
+        close(self->inotify_fd);
+    }
+    free(self->stream);
+    free(self);
+    *self_p = NULL;
+}
+
+/*  Opens the capture and the DEALER. Returns NULL with a reason in error on failure.        */
+static s_publisher_t *s_publisher_new(zsock_t *pipe, const vs_publisher_config_t *config,
+                                      char *error, size_t error_size)
+{
+    s_publisher_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        snprintf(error, error_size, "out of memory");
+        return NULL;
+    }
+    self->pipe = pipe;
+    self->inotify_fd = -1;
+    self->logger = config->logger;
+    uint8_t server_key[32];
+    if (!config->db_path || !*config->db_path) {
+        snprintf(error, error_size, "no database given");
+        goto failed;
+    }
+    if (!config->broker_endpoint || !*config->broker_endpoint) {
+        snprintf(error, error_size, "no broker endpoint given");
+        goto failed;
+    }
+    if (!config->broker_public_key || strlen(config->broker_public_key) != 40 ||
+        !zmq_z85_decode(server_key, config->broker_public_key)) {
+        snprintf(error, error_size, "the broker's public key must be 40 characters of Z85");
+        goto failed;
+    }
+    if (!config->cert) {
+        snprintf(error, error_size, "no certificate given");
+        goto failed;
+    }
+    self->stream = config->stream ? strdup(config->stream) : s_default_stream(config->db_path);
+    if (!self->stream) {
+        snprintf(error, error_size, "out of memory");
+        goto failed;
+    }
+    if (!vs_stream_name_valid(self->stream, strlen(self->stream))) {
+        char sample[64];
+        vs_escape_sample(self->stream, strlen(self->stream), sample, sizeof sample);
+        snprintf(error, error_size,
+                 "invalid stream name '%s': it must be 1 to %d characters of [A-Za-z0-9._-]%s",
+                 sample, VS_MAX_STREAM_NAME, config->stream ? "" : " (give one with --stream)");
+        goto failed;
+    }
+    vs_capture_config_t capture_config = {
+        .db_path = config->db_path,
+        .tables = config->tables,
+        .table_count = config->table_count,
+        .changeset_target = config->changeset_target,
+        .logger = config->logger,
+    };
+    if (vs_capture_open(&self->capture, &capture_config, error, error_size) != VS_OK) {
+        goto failed;
+    }
+    self->publisher_id = vs_capture_publisher_id(self->capture);
+    self->acked_version = vs_capture_acked_version(self->capture);
+    self->sent_version = self->acked_version;
+    self->trimmed_version = self->acked_version;
+    self->highest_sent = self->acked_version;
+    self->dealer = zsock_new(ZMQ_DEALER);
+    if (!self->dealer) {
+        snprintf(error, error_size, "cannot create a socket");
+        goto failed;
+    }
+    zcert_apply(config->cert, self->dealer);
+    zsock_set_curve_serverkey(self->dealer, config->broker_public_key);
+    zsock_set_maxmsgsize(self->dealer, (int) VS_MAX_FRAME);
+    zsock_set_immediate(self->dealer, 1);
+    zsock_set_linger(self->dealer, 0);
+    if (zsock_connect(self->dealer, "%s", config->broker_endpoint) != 0) {
+        snprintf(error, error_size, "cannot connect to broker endpoint '%s': %s",
+                 config->broker_endpoint, zmq_strerror(zmq_errno()));
+        goto failed;
+    }
+    self->inotify_fd = s_watch(config->db_path, &self->logger);
+    vs_log(&self->logger, VS_LOG_NOTICE,
+           "publisher: '%s' publishes stream '%s' as %s to %s: %zu tables, acknowledged up to "
+           "version %llu",
+           config->db_path, self->stream, self->publisher_id, config->broker_endpoint,
+           vs_capture_table_count(self->capture), (unsigned long long) self->acked_version);
+    return self;
+failed:
+    s_publisher_destroy(&self);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------------
+    Sending.                                                                                   */
+
+__attribute__((format(printf, 2, 3))) static void s_fail(s_publisher_t *self, const char *format,
+                                                         ...)
+{
+    char reason[1024];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(reason, sizeof reason, format, args);
+    va_end(args);
+    vs_log(&self->logger, VS_LOG_ERROR, "publisher: stream '%s': %s", self->stream, reason);
+    if (self->state == S_RUNNING) {
+        zstr_sendm(self->pipe, "FATAL");
+        zstr_send(self->pipe, reason);
+        self->state = S_FAILED;
+    }
+}
+
+/*  Forgets the sets in flight: the next read rebuilds them from the acknowledged version.    */
+static void s_rewind(s_publisher_t *self)
+{
+    self->flight_count = 0;
+    self->flight_bytes = 0;
+    self->sent_version = self->acked_version;
+    self->more = true;
+}
+
+static void s_free_buffer(void *data, void *hint)
+{
+    (void) hint;
+    free(data);
+}
+
+/*  Sends one set as PUBLISH. Returns false when the DEALER cannot take it now.               */
+static bool s_send_set(s_publisher_t *self, const vs_capture_set_t *set)
+{
+    vs_msg_t msg = {
+        .command = VS_CMD_PUBLISH,
+        .request_id = ++self->next_request_id,
+        .stream = {self->stream, strlen(self->stream)},
+        .publisher = {self->publisher_id, strlen(self->publisher_id)},
+        .changeset = {(const char *) set->data, set->size},
+    };
+    uint8_t *body = NULL;
+    size_t size = 0;
+    int rc = vs_msg_encode(&msg, &body, &size);
+    if (rc != VS_OK) {
+        s_fail(self, "cannot encode PUBLISH of versions %llu..%llu: %s",
+               (unsigned long long) set->first_version, (unsigned long long) set->last_version,
+               vs_strerror(rc));
+        return false;
+    }
+    zmq_msg_t frame;
+    if (zmq_msg_init_data(&frame, body, size, s_free_buffer, NULL) != 0) {
+        free(body);
+        return false;
+    }
+    if (zmq_msg_send(&frame, zsock_resolve(self->dealer), ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&frame);
+        return false;
+    }
+    s_flight_t *flight = &self->flights[self->flight_count++];
+    flight->request_id = msg.request_id;
+    flight->last_version = set->last_version;
+    flight->size = set->size;
+    flight->sent_at = zclock_mono();
+    self->flight_bytes += set->size;
+    self->sent_version = set->last_version;
+    if (set->last_version > self->highest_sent) {
+        self->highest_sent = set->last_version;
+    }
+    vs_log(&self->logger, VS_LOG_DEBUG,
+           "publisher: stream '%s': sent versions %llu..%llu (%zu changes, %zu bytes%s)",
+           self->stream, (unsigned long long) set->first_version,
+           (unsigned long long) set->last_version, set->change_count, set->size,
+           set->flags & VS_CHANGESET_CONSISTENT ? ", consistent" : "");
+    return true;
+}
+
+/*  Reads and sends what the window has room for, when something changed.                     */
+static void s_pump(s_publisher_t *self)
+{
+    bool changed = vs_capture_changed(self->capture);
+    self->more = self->more || changed;
+    self->blocked = false;
+    if (!self->more || self->flight_count == S_WINDOW_SETS ||
+        self->flight_bytes >= S_WINDOW_BYTES || zclock_mono() < self->retry_at) {
+        return;
+    }
+    if (!(zsock_events(self->dealer) & ZMQ_POLLOUT)) {
+        self->blocked = true; /* not connected yet: wait for the DEALER */
+        return;
+    }
+    vs_capture_set_t sets[S_WINDOW_SETS];
+    size_t set_count = 0;
+    bool more = false;
+    int rc = vs_capture_read(self->capture, self->sent_version, S_WINDOW_SETS - self->flight_count,
+                             S_WINDOW_BYTES - self->flight_bytes, sets, &set_count, &more);
+    if (rc != VS_OK) {
+        if (rc == VS_ESTORE && vs_capture_busy(self->capture)) {
+            vs_log(&self->logger, VS_LOG_INFO, "publisher: %s; retrying",
+                   vs_capture_error(self->capture));
+            self->retry_at = zclock_mono() + S_BUSY_RETRY_MS;
+            return;
+        }
+        s_fail(self, "%s", vs_capture_error(self->capture));
+        return;
+    }
+    self->more = more;
+    for (size_t index = 0; index < set_count; index++) {
+        if (self->state != S_RUNNING || !s_send_set(self, &sets[index])) {
+            self->more = true; /* the rest is read again later */
+            self->blocked = self->state == S_RUNNING;
+            break;
+        }
+    }
+    vs_capture_sets_free(sets, set_count);
+}
+
+/*  Trims the log up to the acknowledged version: one small write transaction for all the
+    ACKs that arrived since the last trim.                                                     */
+static void s_trim(s_publisher_t *self)
+{
+    if (self->acked_version <= self->trimmed_version) {
+        return;
+    }
+    int64_t now = zclock_mono();
+    bool patient = self->trim_pending_since && now - self->trim_pending_since > S_TRIM_PATIENCE_MS;
+    if (vs_capture_ack(self->capture, self->acked_version, patient ? S_TRIM_WAIT_MS : 0) == VS_OK) {
+        self->trimmed_version = self->acked_version;
+        self->trim_pending_since = 0;
+    } else if (vs_capture_busy(self->capture)) {
+        if (!self->trim_pending_since) {
+            self->trim_pending_since = now;
+        }
+    } else {
+        s_fail(self, "%s", vs_capture_error(self->capture));
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+    Replies.                                                                                   */
+
+static void s_handle_ack(s_publisher_t *self, const vs_msg_t *msg)
+{
+    if (msg->stream.size != strlen(self->stream) ||
+        memcmp(msg->stream.data, self->stream, msg->stream.size) != 0) {
+        char sample[64];
+        vs_escape_sample(msg->stream.data, msg->stream.size, sample, sizeof sample);
+        vs_log(&self->logger, VS_LOG_WARNING, "publisher: ignoring an ACK for stream '%s'", sample);
+        return;
+    }
+    uint64_t version = msg->last_version;
+    if (version > self->highest_sent) {
+        vs_log(&self->logger, VS_LOG_WARNING,
+               "publisher: stream '%s': ignoring an ACK of version %llu, never sent", self->stream,
+               (unsigned long long) version);
+        return;
+    }
+    vs_log(&self->logger, VS_LOG_DEBUG, "publisher: stream '%s': ACK of version %llu, seq %llu%s",
+           self->stream, (unsigned long long) version, (unsigned long long) msg->seq,
+           msg->duplicate ? " (duplicate)" : "");
+    if (version > self->acked_version) {
+        self->acked_version = version;
+    }
+    if (self->sent_version < self->acked_version) {
+        self->sent_version = self->acked_version;
+    }
+    size_t kept = 0;
+    self->flight_bytes = 0;
+    for (size_t index = 0; index < self->flight_count; index++) {
+        if (self->flights[index].last_version > self->acked_version) {
+            self->flight_bytes += self->flights[index].size;
+            self->flights[kept++] = self->flights[index];
+        }
+    }
+    self->flight_count = kept;
+}
+
+static void s_handle_error(s_publisher_t *self, const vs_msg_t *msg)
+{
+    char reason[256];
+    vs_escape_sample(msg->reason.data, msg->reason.size, reason, sizeof reason);
+    if (msg->code == VS_ESTORE) {
+        bool in_flight = false;
+        for (size_t index = 0; index < self->flight_count && !in_flight; index++) {
+            in_flight = self->flights[index].request_id == msg->request_id;
+        }
+        if (!in_flight) {
+            return; /* about a set sent before the last rewind: already being resent */
+        }
+        vs_log(&self->logger, VS_LOG_WARNING,
+               "publisher: stream '%s': the broker could not store a change set (%s); "
+               "resending from version %llu",
+               self->stream, reason, (unsigned long long) self->acked_version + 1);
+        s_rewind(self);
+        self->retry_at = zclock_mono() + S_STORE_RETRY_MS;
+        return;
+    }
+    s_fail(self, "the broker refused a change set: %s: %s", vs_strerror((int) msg->code), reason);
+}
+
+/*  Handles every reply waiting on the DEALER.                                                */
+static void s_handle_replies(s_publisher_t *self)
+{
+    while (self->state == S_RUNNING && (zsock_events(self->dealer) & ZMQ_POLLIN)) {
+        zmsg_t *reply = zmsg_recv(self->dealer);
+        if (!reply) {
+            return;
+        }
+        zframe_t *frame = zmsg_first(reply);
+        if (zmsg_size(reply) != 1) {
+            vs_log(&self->logger, VS_LOG_WARNING,
+                   "publisher: dropping a reply of %zu frames (one expected)", zmsg_size(reply));
+            zmsg_destroy(&reply);
+            continue;
+        }
+        vs_msg_t msg;
+        const char *why = NULL;
+        int rc = vs_msg_decode(&msg, zframe_data(frame), zframe_size(frame), &why);
+        if (rc != VS_OK) {
+            char sample[64];
+            vs_escape_sample(zframe_data(frame), zframe_size(frame), sample, sizeof sample);
+            vs_log(&self->logger, VS_LOG_WARNING, "publisher: dropping a bad reply (%s: %s): %s",
+                   vs_strerror(rc), why ? why : "", sample);
+            zmsg_destroy(&reply);
+            continue;
+        }
+        switch (msg.command) {
+        case VS_CMD_ACK: s_handle_ack(self, &msg); break;
+        case VS_CMD_ERROR: s_handle_error(self, &msg); break;
+        default:
+            vs_log(&self->logger, VS_LOG_WARNING,
+                   "publisher: ignoring unexpected command %d from the broker", (int) msg.command);
+            break;
+        }
+        vs_msg_clear(&msg);
+        zmsg_destroy(&reply);
+    }
+}
+
+static void s_check_timeout(s_publisher_t *self)
+{
+    if (self->flight_count && zclock_mono() - self->flights[0].sent_at > S_ACK_TIMEOUT_MS) {
+        vs_log(&self->logger, VS_LOG_WARNING,
+               "publisher: stream '%s': no ACK for version %llu in %d ms; resending from "
+               "version %llu",
+               self->stream, (unsigned long long) self->flights[0].last_version, S_ACK_TIMEOUT_MS,
+               (unsigned long long) self->acked_version + 1);
+        s_rewind(self);
+    }
+}
+
+static void s_drain_inotify(s_publisher_t *self)
+{
+    char events[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    while (read(self->inotify_fd, events, sizeof events) > 0) {
+        /* Only a wake-up: PRAGMA data_version tells whether anything was committed. */
+    }
+    self->recheck_until = zclock_mono() + S_RECHECK_PERIOD_MS;
+}
+
+static void s_handle_pipe(s_publisher_t *self)
+{
+    char *command = zstr_recv(self->pipe);
+    if (!command) {
+        self->state = S_STOPPING; /* interrupted */
+        return;
+    }
+    if (streq(command, "$TERM")) {
+        self->state = S_STOPPING;
+    } else {
+        vs_log(&self->logger, VS_LOG_WARNING, "publisher: unknown pipe command '%s'", command);
+    }
+    zstr_free(&command);
+}
+
+/* ---------------------------------------------------------------------------------------------
+    The actor.                                                                                 */
 
 void vs_publisher_actor(zsock_t *pipe, void *args)
 {
-    (void) args;
+    const vs_publisher_config_t *config = args;
+    char error[1024] = "no configuration";
+    s_publisher_t *self = config ? s_publisher_new(pipe, config, error, sizeof error) : NULL;
     zsock_signal(pipe, 0);
-    zstr_sendm(pipe, "ERROR");
-    zstr_send(pipe, "not built yet");
+    if (!self) {
+        zstr_sendm(pipe, "ERROR");
+        zstr_send(pipe, error);
+        return;
+    }
+    zstr_send(pipe, "OK");
+    zmq_pollitem_t items[3] = {
+        {zsock_resolve(pipe), 0, ZMQ_POLLIN, 0},
+        {zsock_resolve(self->dealer), 0, ZMQ_POLLIN, 0},
+        {NULL, self->inotify_fd, ZMQ_POLLIN, 0},
+    };
+    while (self->state != S_STOPPING) {
+        if (self->state == S_RUNNING) {
+            s_pump(self);
+            s_trim(self);
+        }
+        int item_count = self->state != S_RUNNING ? 1 : self->inotify_fd >= 0 ? 3 : 2;
+        items[1].events = (short) (ZMQ_POLLIN | (self->blocked ? ZMQ_POLLOUT : 0));
+        int64_t now = zclock_mono();
+        long timeout = now < self->recheck_until ? S_RECHECK_MS : S_POLL_MS;
+        if (self->state != S_RUNNING) {
+            timeout = -1;
+        } else if (self->retry_at > now) {
+            timeout = (long) (self->retry_at - now);
+            items[1].events = ZMQ_POLLIN;
+        }
+        if (zmq_poll(items, item_count, timeout) < 0) {
+            if (zmq_errno() == EINTR) {
+                continue;
+            }
+            break; /* the context is terminating */
+        }
+        if (items[0].revents & ZMQ_POLLIN) {
+            s_handle_pipe(self);
+        }
+        if (self->state == S_RUNNING && item_count > 1 && (items[1].revents & ZMQ_POLLIN)) {
+            s_handle_replies(self);
+        }
+        if (item_count > 2 && (items[2].revents & ZMQ_POLLIN)) {
+            s_drain_inotify(self);
+        }
+        if (self->state == S_RUNNING) {
+            s_check_timeout(self);
+        }
+    }
+    vs_log(&self->logger, VS_LOG_INFO,
+           "publisher: stream '%s' stopped: acknowledged up to version %llu, sent up to %llu",
+           self->stream, (unsigned long long) self->acked_version,
+           (unsigned long long) self->highest_sent);
+    s_publisher_destroy(&self);
 }

@@ -16,6 +16,18 @@
         after "ERROR" the actor has ended (destroy it);
       - later it may send "FATAL" + reason once, when it cannot go on; it then waits for $TERM;
       - "$TERM" stops it cleanly: nothing half-written, unacknowledged changes stay logged.
+
+    Behaviour worth knowing:
+      - "ERROR" at start: missing database ("cannot open database 'x': ..."), a requested table
+        that does not exist or cannot be replicated (no PRIMARY KEY, more than 8 key columns),
+        an invalid stream name, a bad broker key or endpoint.
+      - Tables without a PRIMARY KEY or with more than 8 key columns are skipped with a warning
+        when replicating every table; tables created later are attached on the fly.
+      - Up to 8 change sets (8 MiB) are in flight. ERROR VS_ESTORE from the broker, or no ACK
+        within 5 s, makes the publisher resend from the last acknowledged version.
+      - "FATAL" when the broker refuses a set for another reason (VS_EAUTH, VS_EPROTO, ...),
+        when a single row cannot fit in a change set (VS_MAX_CHANGESET), or when the database
+        fails other than by being locked.
 */
 #ifndef VS_PUBLISHER_H_INCLUDED
 #define VS_PUBLISHER_H_INCLUDED

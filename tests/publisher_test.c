@@ -1,7 +1,1313 @@
-/*  placeholder until the module's tests land.                                                */
+/*  publisher_test.c - tests of change capture (capture.h) and of the publisher actor against
+    a small fake broker.                                                                       */
+#include "capture.h"
 #include "testutil.h"
+#include "vs_publisher.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---------------------------------------------------------------------------------------------
+    Helpers.                                                                                   */
+
+static char s_path[4096];
+
+/*  Creates a database in a fresh test folder, runs sql on it, returns its path (static).     */
+static const char *s_make_db(const char *test, const char *sql)
+{
+    snprintf(s_path, sizeof s_path, "%s/master.db", vs_test_dir(test));
+    sqlite3 *db = NULL;
+    if (sqlite3_open(s_path, &db) != SQLITE_OK) {
+        fprintf(stderr, "cannot create %s\n", s_path);
+    }
+    char *error = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &error) != SQLITE_OK) {
+        fprintf(stderr, "setup SQL failed: %s\n", error);
+        sqlite3_free(error);
+    }
+    sqlite3_close(db);
+    return s_path;
+}
+
+static sqlite3 *s_connect(const char *path)
+{
+    sqlite3 *db = NULL;
+    sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL);
+    sqlite3_busy_timeout(db, 5000);
+    return db;
+}
+
+static bool s_exec(sqlite3 *db, const char *sql)
+{
+    char *error = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &error) != SQLITE_OK) {
+        fprintf(stderr, "SQL failed: %s: %s\n", sql, error);
+        sqlite3_free(error);
+        return false;
+    }
+    return true;
+}
+
+static int64_t s_query_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *stmt = NULL;
+    int64_t value = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW) {
+        value = sqlite3_column_int64(stmt, 0);
+    }
+    sqlite3_finalize(stmt);
+    return value;
+}
+
+/*  Renders the result of a query as "a,b;c,d".                                               */
+static void s_query_text(sqlite3 *db, const char *sql, char *out, size_t out_size)
+{
+    sqlite3_stmt *stmt = NULL;
+    size_t used = 0;
+    out[0] = 0;
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK) {
+        snprintf(out, out_size, "error: %s", sqlite3_errmsg(db));
+        return;
+    }
+    while (sqlite3_step(stmt) == SQLITE_ROW) {
+        for (int column = 0; column < sqlite3_column_count(stmt); column++) {
+            const char *text = (const char *) sqlite3_column_text(stmt, column);
+            used += (size_t) snprintf(out + used, out_size - used, "%s%s",
+                                      column ? "," : (used ? ";" : ""), text ? text : "NULL");
+            if (used >= out_size) {
+                used = out_size - 1;
+            }
+        }
+    }
+    sqlite3_finalize(stmt);
+}
+
+static vs_capture_t *s_open(const char *path, size_t target)
+{
+    vs_capture_config_t config = {.db_path = path, .changeset_target = target};
+    vs_capture_t *capture = NULL;
+    char error[512];
+    if (vs_capture_open(&capture, &config, error, sizeof error) != VS_OK) {
+        fprintf(stderr, "vs_capture_open: %s\n", error);
+    }
+    return capture;
+}
+
+typedef struct {
+    char text[1 << 16]; /* changes rendered as "table U v|v; table D k" */
+    size_t set_count;
+    size_t change_count;
+    uint64_t first_version;
+    uint64_t last_version;
+    bool contiguous;
+    bool consistent_last_only;
+    bool valid;
+} s_snapshot_t;
+
+static void s_render_value(const vs_value_t *value, char *out, size_t size)
+{
+    switch (value->type) {
+    case VS_INTEGER: snprintf(out, size, "%lld", (long long) value->as.integer); break;
+    case VS_REAL: snprintf(out, size, "r%.17g", value->as.real); break;
+    case VS_TEXT: {
+        size_t used = (size_t) snprintf(out, size, "'");
+        for (size_t index = 0; index < value->as.bytes.size && used + 4 < size; index++) {
+            char c = value->as.bytes.data[index];
+            used += (size_t) snprintf(out + used, size - used, c ? "%c" : "\\0", c);
+        }
+        snprintf(out + used, size - used, "'");
+        break;
+    }
+    case VS_BLOB: {
+        size_t used = (size_t) snprintf(out, size, "x'");
+        for (size_t index = 0; index < value->as.bytes.size && index < 8 && used + 4 < size;
+             index++) {
+            used += (size_t) snprintf(out + used, size - used, "%02x",
+                                      (unsigned char) value->as.bytes.data[index]);
+        }
+        snprintf(out + used, size - used, "%s'", value->as.bytes.size > 8 ? "..." : "");
+        break;
+    }
+    default: snprintf(out, size, "NULL"); break;
+    }
+}
+
+/*  Decodes sets (checking them with vs_changeset_open) into a snapshot description.          */
+static void s_describe(const vs_capture_set_t *sets, size_t set_count, s_snapshot_t *snapshot)
+{
+    memset(snapshot, 0, sizeof *snapshot);
+    snapshot->set_count = set_count;
+    snapshot->contiguous = true;
+    snapshot->consistent_last_only = true;
+    snapshot->valid = true;
+    size_t used = 0;
+    for (size_t index = 0; index < set_count; index++) {
+        const vs_capture_set_t *set = &sets[index];
+        if (index == 0) {
+            snapshot->first_version = set->first_version;
+        } else if (set->first_version != sets[index - 1].last_version + 1) {
+            snapshot->contiguous = false;
+        }
+        snapshot->last_version = set->last_version;
+        bool consistent = (set->flags & VS_CHANGESET_CONSISTENT) != 0;
+        if (consistent != (index == set_count - 1)) {
+            snapshot->consistent_last_only = false;
+        }
+        vs_changeset_t changeset;
+        const char *why = NULL;
+        if (vs_changeset_open(&changeset, set->data, set->size, &why) != VS_OK) {
+            fprintf(stderr, "vs_changeset_open: %s\n", why ? why : "?");
+            snapshot->valid = false;
+            continue;
+        }
+        if (changeset.first_version != set->first_version ||
+            changeset.last_version != set->last_version || changeset.flags != set->flags) {
+            snapshot->valid = false;
+        }
+        vs_change_t change;
+        while (vs_changeset_next(&changeset, &change)) {
+            const vs_table_t *table = &changeset.tables[change.table];
+            used += (size_t) snprintf(snapshot->text + used, sizeof snapshot->text - used,
+                                      "%s%.*s %s ", used ? "; " : "", (int) table->name.size,
+                                      table->name.data, change.op == VS_OP_UPSERT ? "U" : "D");
+            for (uint32_t value = 0; value < change.value_count && used < sizeof snapshot->text;
+                 value++) {
+                char rendered[256];
+                s_render_value(&change.values[value], rendered, sizeof rendered);
+                used += (size_t) snprintf(snapshot->text + used, sizeof snapshot->text - used,
+                                          "%s%s", value ? "|" : "", rendered);
+            }
+            if (used >= sizeof snapshot->text) {
+                used = sizeof snapshot->text - 1;
+            }
+            snapshot->change_count++;
+        }
+        vs_changeset_close(&changeset);
+    }
+}
+
+/*  Reads everything after `after` in one call (up to 64 sets) and describes it.              */
+static int s_read(vs_capture_t *capture, uint64_t after, s_snapshot_t *snapshot)
+{
+    vs_capture_set_t sets[64];
+    size_t count = 0;
+    bool more = false;
+    int rc = vs_capture_read(capture, after, 64, SIZE_MAX, sets, &count, &more);
+    if (rc != VS_OK) {
+        fprintf(stderr, "vs_capture_read: %s\n", vs_capture_error(capture));
+        memset(snapshot, 0, sizeof *snapshot);
+        return rc;
+    }
+    s_describe(sets, count, snapshot);
+    if (more) {
+        snapshot->valid = false;
+    }
+    vs_capture_sets_free(sets, count);
+    return rc;
+}
+
+/*  Reads everything after `after` in as many calls as needed, 3 sets at a time.             */
+static int s_read_all(vs_capture_t *capture, uint64_t after, s_snapshot_t *snapshot, size_t *reads)
+{
+    vs_capture_set_t sets[512];
+    size_t total = 0;
+    bool more = true;
+    int rc = VS_OK;
+    *reads = 0;
+    while (more && total + 3 <= 512) {
+        size_t count = 0;
+        rc = vs_capture_read(capture, after, 3, SIZE_MAX, sets + total, &count, &more);
+        if (rc != VS_OK) {
+            break;
+        }
+        (*reads)++;
+        if (count) {
+            after = sets[total + count - 1].last_version;
+        }
+        total += count;
+    }
+    s_describe(sets, total, snapshot);
+    if (more || rc != VS_OK) {
+        snapshot->valid = false;
+    }
+    vs_capture_sets_free(sets, total);
+    return rc;
+}
+
+static double s_now(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double) now.tv_sec + (double) now.tv_nsec / 1e9;
+}
+
+/* ---------------------------------------------------------------------------------------------
+    Capture tests.                                                                             */
+
+static void test_open_errors(void)
+{
+    const char *dir = vs_test_dir("open_errors");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/missing.db", dir);
+    vs_capture_config_t config = {.db_path = path};
+    vs_capture_t *capture = NULL;
+    char error[512] = "";
+    VS_CHECK(vs_capture_open(&capture, &config, error, sizeof error) == VS_ENOTFOUND);
+    VS_CHECK(capture == NULL);
+    VS_CHECK(strstr(error, "cannot open database '") != NULL);
+    VS_CHECK(strstr(error, "missing.db") != NULL);
+    /* Opening must not have created it. */
+    FILE *file = fopen(path, "r");
+    VS_CHECK(file == NULL);
+    if (file) {
+        fclose(file);
+    }
+
+    /* Not a database. */
+    snprintf(path, sizeof path, "%s/junk.db", dir);
+    file = fopen(path, "w");
+    VS_REQUIRE(file != NULL);
+    fputs("this is not an SQLite database, not at all, really not at all....", file);
+    fclose(file);
+    VS_CHECK(vs_capture_open(&capture, &config, error, sizeof error) != VS_OK);
+    VS_CHECK(strstr(error, "cannot open database") != NULL);
+
+    /* A requested table that does not exist, and one without a primary key. */
+    const char *db = s_make_db("open_errors_tables",
+                               "CREATE TABLE t (id INTEGER PRIMARY KEY); CREATE TABLE r (x);");
+    const char *missing[] = {"t", "nope"};
+    vs_capture_config_t tables_config = {.db_path = db, .tables = missing, .table_count = 2};
+    VS_CHECK(vs_capture_open(&capture, &tables_config, error, sizeof error) == VS_ENOTFOUND);
+    VS_CHECK(strstr(error, "nope") != NULL);
+    const char *rowid_only[] = {"r"};
+    tables_config.tables = rowid_only;
+    tables_config.table_count = 1;
+    VS_CHECK(vs_capture_open(&capture, &tables_config, error, sizeof error) != VS_OK);
+    VS_CHECK(strstr(error, "PRIMARY KEY") != NULL);
+    VS_CHECK(capture == NULL);
+}
+
+static void test_setup_and_log(void)
+{
+    const char *path = s_make_db("setup_and_log", "PRAGMA journal_mode = DELETE;"
+                                                  "CREATE TABLE t (id INTEGER PRIMARY KEY, v);");
+    vs_capture_t *capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    sqlite3 *db = s_connect(path);
+    char text[4096];
+    s_query_text(db, "PRAGMA journal_mode", text, sizeof text);
+    VS_CHECK(strcmp(text, "wal") == 0);
+    VS_CHECK(strlen(vs_capture_publisher_id(capture)) == 32);
+    VS_CHECK(vs_capture_acked_version(capture) == 0);
+    VS_CHECK(vs_capture_table_count(capture) == 1);
+    s_query_text(db, "SELECT id, name FROM _versync_tables", text, sizeof text);
+    VS_CHECK(strcmp(text, "1,t") == 0);
+
+    VS_CHECK(s_exec(db, "INSERT INTO t VALUES (1, 'a'); INSERT INTO t VALUES (2, 'b');"
+                        "UPDATE t SET v = 'c' WHERE id = 1; DELETE FROM t WHERE id = 2;"));
+    s_query_text(db, "SELECT version, tbl, k0, k1 FROM _versync_log ORDER BY version", text,
+                 sizeof text);
+    VS_CHECK(strcmp(text, "1,1,1,NULL;2,1,2,NULL;3,1,1,NULL;4,1,2,NULL") == 0);
+
+    s_snapshot_t *snapshot = malloc(sizeof *snapshot);
+    VS_REQUIRE(snapshot != NULL);
+    VS_CHECK(s_read(capture, 0, snapshot) == VS_OK);
+    VS_CHECK(snapshot->valid);
+    VS_CHECK(snapshot->set_count == 1);
+    VS_CHECK(snapshot->first_version == 1 && snapshot->last_version == 4);
+    VS_CHECK(snapshot->consistent_last_only);
+    VS_CHECK(strcmp(snapshot->text, "t U 1|'c'; t D 2") == 0);
+    if (strcmp(snapshot->text, "t U 1|'c'; t D 2") != 0) {
+        fprintf(stderr, "  got: %s\n", snapshot->text);
+    }
+    /* Reading after the last version gives nothing. */
+    VS_CHECK(s_read(capture, 4, snapshot) == VS_OK);
+    VS_CHECK(snapshot->set_count == 0);
+
+    /* The publisher id stays across reopening. */
+    char id[64];
+    snprintf(id, sizeof id, "%s", vs_capture_publisher_id(capture));
+    vs_capture_destroy(&capture);
+    vs_capture_destroy(&capture);
+    capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    VS_CHECK(strcmp(id, vs_capture_publisher_id(capture)) == 0);
+    /* Reattaching does not log the rows again. */
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM _versync_log") == 4);
+    vs_capture_destroy(&capture);
+    sqlite3_close(db);
+    free(snapshot);
+}
+
+static void test_pk_update(void)
+{
+    const char *path = s_make_db("pk_update", "CREATE TABLE t (id INTEGER PRIMARY KEY, v);"
+                                              "INSERT INTO t VALUES (1, 'one');");
+    vs_capture_t *capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    sqlite3 *db = s_connect(path);
+    s_snapshot_t *snapshot = malloc(sizeof *snapshot);
+    VS_REQUIRE(snapshot != NULL);
+    VS_CHECK(s_read(capture, 0, snapshot) == VS_OK);
+    VS_CHECK(strcmp(snapshot->text, "t U 1|'one'") == 0);
+    uint64_t after = snapshot->last_version;
+
+    VS_CHECK(s_exec(db, "UPDATE t SET id = 5 WHERE id = 1"));
+    char text[1024];
+    snprintf(text, sizeof text, "SELECT k0 FROM _versync_log WHERE version > %llu ORDER BY version",
+             (unsigned long long) after);
+    char keys[1024];
+    s_query_text(db, text, keys, sizeof keys);
+    VS_CHECK(strcmp(keys, "1;5") == 0);
+    VS_CHECK(s_read(capture, after, snapshot) == VS_OK);
+    VS_CHECK(strcmp(snapshot->text, "t D 1; t U 5|'one'") == 0);
+    if (strcmp(snapshot->text, "t D 1; t U 5|'one'") != 0) {
+        fprintf(stderr, "  got: %s\n", snapshot->text);
+    }
+    /* An update that keeps the key logs it once. */
+    after = snapshot->last_version;
+    VS_CHECK(s_exec(db, "UPDATE t SET v = 'five' WHERE id = 5"));
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM _versync_log") == 4);
+    VS_CHECK(s_read(capture, after, snapshot) == VS_OK);
+    VS_CHECK(strcmp(snapshot->text, "t U 5|'five'") == 0);
+    vs_capture_destroy(&capture);
+    sqlite3_close(db);
+    free(snapshot);
+}
+
+static void test_exact_types(void)
+{
+    const char *path = s_make_db("exact_types", "CREATE TABLE t (id INTEGER PRIMARY KEY, v);");
+    vs_capture_t *capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    sqlite3 *db = s_connect(path);
+    VS_CHECK(s_exec(db, "BEGIN; INSERT INTO t VALUES (1, NULL);"
+                        "INSERT INTO t VALUES (2, -9223372036854775808);"
+                        "INSERT INTO t VALUES (3, 9223372036854775807);"
+                        "INSERT INTO t VALUES (4, 0.1); INSERT INTO t VALUES (5, -1e308);"
+                        "INSERT INTO t VALUES (6, 3.0); INSERT INTO t VALUES (7, x'');"
+                        "INSERT INTO t VALUES (8, ''); INSERT INTO t VALUES (9, '42');"));
+    sqlite3_stmt *stmt = NULL;
+    VS_REQUIRE(sqlite3_prepare_v2(db, "INSERT INTO t VALUES (?1, ?2)", -1, &stmt, NULL) ==
+               SQLITE_OK);
+    sqlite3_bind_int(stmt, 1, 10);
+    sqlite3_bind_text(stmt, 2, "a\0b", 3, SQLITE_STATIC);
+    VS_CHECK(sqlite3_step(stmt) == SQLITE_DONE);
+    sqlite3_reset(stmt);
+    size_t big_size = 16u * 1024 * 1024;
+    unsigned char *big = malloc(big_size);
+    VS_REQUIRE(big != NULL);
+    for (size_t index = 0; index < big_size; index++) {
+        big[index] = (unsigned char) (index * 7 + index / 4096);
+    }
+    sqlite3_bind_int(stmt, 1, 11);
+    sqlite3_bind_blob(stmt, 2, big, (int) big_size, SQLITE_STATIC);
+    VS_CHECK(sqlite3_step(stmt) == SQLITE_DONE);
+    sqlite3_finalize(stmt);
+    VS_CHECK(s_exec(db, "COMMIT"));
+
+    vs_capture_set_t sets[8];
+    size_t count = 0;
+    bool more = true;
+    VS_CHECK(vs_capture_read(capture, 0, 8, SIZE_MAX, sets, &count, &more) == VS_OK);
+    VS_CHECK(!more);
+    VS_REQUIRE(count >= 1);
+    s_snapshot_t *snapshot = malloc(sizeof *snapshot);
+    VS_REQUIRE(snapshot != NULL);
+    s_describe(sets, count, snapshot);
+    VS_CHECK(snapshot->valid && snapshot->contiguous && snapshot->consistent_last_only);
+    const char *expected = "t U 1|NULL; t U 2|-9223372036854775808; t U 3|9223372036854775807; "
+                           "t U 4|r0.10000000000000001; t U 5|r-1e+308; "
+                           "t U 6|r3; t U 7|x''; t U 8|''; t U 9|'42'; t U 10|'a\\0b'; "
+                           "t U 11|x'0007";
+    VS_CHECK(strncmp(snapshot->text, expected, strlen(expected)) == 0);
+    if (strncmp(snapshot->text, expected, strlen(expected)) != 0) {
+        fprintf(stderr, "  got: %s\n", snapshot->text);
+    }
+    /* The big blob arrives byte for byte. */
+    bool found = false;
+    for (size_t index = 0; index < count; index++) {
+        vs_changeset_t changeset;
+        if (vs_changeset_open(&changeset, sets[index].data, sets[index].size, NULL) != VS_OK) {
+            continue;
+        }
+        vs_change_t change;
+        while (vs_changeset_next(&changeset, &change)) {
+            if (change.values[0].type == VS_INTEGER && change.values[0].as.integer == 11) {
+                found = change.values[1].type == VS_BLOB &&
+                        change.values[1].as.bytes.size == big_size &&
+                        memcmp(change.values[1].as.bytes.data, big, big_size) == 0;
+            }
+        }
+        vs_changeset_close(&changeset);
+    }
+    VS_CHECK(found);
+    vs_capture_sets_free(sets, count);
+    uint64_t after = snapshot->last_version;
+
+    /* A row that cannot fit in any change set is a clear error, not a crash. */
+    VS_CHECK(s_exec(db, "INSERT INTO t VALUES (12, zeroblob(65 * 1024 * 1024))"));
+    VS_CHECK(vs_capture_read(capture, after, 8, SIZE_MAX, sets, &count, &more) == VS_EMSGSIZE);
+    VS_CHECK(count == 0);
+    VS_CHECK(strstr(vs_capture_error(capture), "table 't'") != NULL);
+    VS_CHECK(strstr(vs_capture_error(capture), "larger than") != NULL);
+    free(big);
+    free(snapshot);
+    vs_capture_destroy(&capture);
+    sqlite3_close(db);
+}
+
+static void test_key_shapes(void)
+{
+    const char *path = s_make_db(
+        "key_shapes",
+        "CREATE TABLE c (a TEXT, b INTEGER, v, PRIMARY KEY (b, a)) WITHOUT ROWID;"
+        "CREATE TABLE s (name TEXT PRIMARY KEY, v);"
+        "CREATE TABLE \"we\"\"ird\" (\"k k\" INTEGER, \"x\"\"y\" TEXT, PRIMARY KEY (\"x\"\"y\", "
+        "\"k k\"));"
+        "CREATE TABLE plain (x, y);"
+        "CREATE TABLE wide (k1, k2, k3, k4, k5, k6, k7, k8, k9, "
+        "PRIMARY KEY (k1, k2, k3, k4, k5, k6, k7, k8, k9));"
+        "CREATE VIEW view1 AS SELECT * FROM s;");
+    vs_capture_t *capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    /* plain (no pk) and wide (9 pk columns) are skipped. */
+    VS_CHECK(vs_capture_table_count(capture) == 3);
+    sqlite3 *db = s_connect(path);
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND "
+                             "tbl_name IN ('plain', 'wide')") == 0);
+    VS_CHECK(s_exec(db, "INSERT INTO c VALUES ('x', 1, 'first'); INSERT INTO c VALUES ('y', 1, 2);"
+                        "INSERT INTO s VALUES ('k', 1.5); INSERT INTO plain VALUES (1, 2);"
+                        "INSERT INTO \"we\"\"ird\" VALUES (7, 'q');"
+                        "DELETE FROM c WHERE a = 'y'; UPDATE c SET a = 'z' WHERE a = 'x';"
+                        "UPDATE s SET name = 'K' WHERE name = 'k';"));
+    s_snapshot_t *snapshot = malloc(sizeof *snapshot);
+    VS_REQUIRE(snapshot != NULL);
+    VS_CHECK(s_read(capture, 0, snapshot) == VS_OK);
+    VS_CHECK(snapshot->valid);
+    const char *expected = "we\"ird U 7|'q'; c D 1|'y'; c D 1|'x'; c U 'z'|1|'first'; "
+                           "s D 'k'; s U 'K'|r1.5";
+    VS_CHECK(strcmp(snapshot->text, expected) == 0);
+    if (strcmp(snapshot->text, expected) != 0) {
+        fprintf(stderr, "  got: %s\n", snapshot->text);
+    }
+    vs_capture_destroy(&capture);
+    sqlite3_close(db);
+    free(snapshot);
+}
+
+static void test_existing_rows_and_hot_row(void)
+{
+    const char *path =
+        s_make_db("existing_rows", "CREATE TABLE t (id INTEGER PRIMARY KEY, v);"
+                                   "INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c');");
+    vs_capture_t *capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    sqlite3 *db = s_connect(path);
+    s_snapshot_t *snapshot = malloc(sizeof *snapshot);
+    VS_REQUIRE(snapshot != NULL);
+    VS_CHECK(s_read(capture, 0, snapshot) == VS_OK);
+    VS_CHECK(strcmp(snapshot->text, "t U 1|'a'; t U 2|'b'; t U 3|'c'") == 0);
+    VS_CHECK(snapshot->last_version == 3);
+
+    /* 100 updates of one row in one snapshot travel as ONE change. */
+    VS_CHECK(s_exec(db, "BEGIN"));
+    for (int round = 0; round < 100; round++) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "UPDATE t SET v = %d WHERE id = 2", round);
+        VS_CHECK(s_exec(db, sql));
+    }
+    VS_CHECK(s_exec(db, "COMMIT"));
+    VS_CHECK(s_read(capture, 3, snapshot) == VS_OK);
+    VS_CHECK(snapshot->change_count == 1);
+    VS_CHECK(strcmp(snapshot->text, "t U 2|99") == 0);
+    VS_CHECK(snapshot->first_version == 4 && snapshot->last_version == 103);
+    vs_capture_destroy(&capture);
+    sqlite3_close(db);
+    free(snapshot);
+}
+
+static void test_split(void)
+{
+    const char *path = s_make_db("split", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);");
+    vs_capture_t *capture = s_open(path, 1000);
+    VS_REQUIRE(capture != NULL);
+    sqlite3 *db = s_connect(path);
+    VS_CHECK(s_exec(db, "BEGIN"));
+    for (int row = 1; row <= 500; row++) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "INSERT INTO t VALUES (%d, 'row number %d')", row, row);
+        VS_CHECK(s_exec(db, sql));
+    }
+    VS_CHECK(s_exec(db, "COMMIT"));
+    s_snapshot_t *snapshot = malloc(sizeof *snapshot);
+    VS_REQUIRE(snapshot != NULL);
+    VS_CHECK(s_read(capture, 0, snapshot) == VS_OK);
+    VS_CHECK(snapshot->valid);
+    VS_CHECK(snapshot->set_count > 5);
+    VS_CHECK(snapshot->change_count == 500);
+    VS_CHECK(snapshot->contiguous);
+    VS_CHECK(snapshot->consistent_last_only);
+    VS_CHECK(snapshot->first_version == 1 && snapshot->last_version == 500);
+
+    /* A read limited to 2 sets stops at a cut; the next read goes on from there. */
+    vs_capture_set_t sets[64];
+    size_t count = 0;
+    bool more = false;
+    VS_CHECK(vs_capture_read(capture, 0, 2, SIZE_MAX, sets, &count, &more) == VS_OK);
+    VS_CHECK(count == 2 && more);
+    VS_CHECK(sets[0].flags == 0 && sets[1].flags == 0);
+    VS_CHECK(sets[0].first_version == 1 && sets[1].first_version == sets[0].last_version + 1);
+    uint64_t after = sets[1].last_version;
+    size_t changes = sets[0].change_count + sets[1].change_count;
+    vs_capture_sets_free(sets, count);
+    VS_CHECK(s_read(capture, after, snapshot) == VS_OK);
+    VS_CHECK(snapshot->valid && snapshot->contiguous && snapshot->consistent_last_only);
+    VS_CHECK(snapshot->first_version == after + 1 && snapshot->last_version == 500);
+    VS_CHECK(changes + snapshot->change_count == 500);
+    vs_capture_destroy(&capture);
+
+    /* A read looks at no more than read_span versions: a backlog is read in pieces that
+       still cover every version once, CONSISTENT only at the end. */
+    vs_capture_config_t config = {.db_path = path, .changeset_target = 1000, .read_span = 70};
+    char error[512];
+    VS_REQUIRE(vs_capture_open(&capture, &config, error, sizeof error) == VS_OK);
+    VS_CHECK(s_exec(db, "BEGIN; UPDATE t SET v = 'again' WHERE id <= 100;"
+                        "UPDATE t SET v = 'hot' WHERE id = 1; UPDATE t SET v = 'hot!' WHERE id = 1;"
+                        "COMMIT;"));
+    size_t reads = 0;
+    VS_CHECK(s_read_all(capture, 0, snapshot, &reads) == VS_OK);
+    VS_CHECK(reads >= 602 / 70);
+    VS_CHECK(snapshot->valid && snapshot->contiguous && snapshot->consistent_last_only);
+    VS_CHECK(snapshot->first_version == 1 && snapshot->last_version == 602);
+    const char *hot = strstr(snapshot->text, "t U 1|");
+    VS_CHECK(hot && strncmp(hot, "t U 1|'hot!'", 12) == 0);
+    VS_CHECK(snapshot->change_count >= 500);
+    vs_capture_destroy(&capture);
+    sqlite3_close(db);
+    free(snapshot);
+}
+
+static void test_trim_and_reattach(void)
+{
+    const char *path = s_make_db("trim", "CREATE TABLE t (id INTEGER PRIMARY KEY, v);");
+    vs_capture_t *capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    sqlite3 *db = s_connect(path);
+    VS_CHECK(s_exec(db, "INSERT INTO t VALUES (1, 'a'); INSERT INTO t VALUES (2, 'b');"
+                        "INSERT INTO t VALUES (3, 'c');"));
+    s_snapshot_t *snapshot = malloc(sizeof *snapshot);
+    VS_REQUIRE(snapshot != NULL);
+    /* Unacknowledged changes are read again after a reattach. */
+    VS_CHECK(s_read(capture, 0, snapshot) == VS_OK);
+    VS_CHECK(strcmp(snapshot->text, "t U 1|'a'; t U 2|'b'; t U 3|'c'") == 0);
+    vs_capture_destroy(&capture);
+    capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    VS_CHECK(vs_capture_acked_version(capture) == 0);
+    VS_CHECK(s_read(capture, 0, snapshot) == VS_OK);
+    VS_CHECK(strcmp(snapshot->text, "t U 1|'a'; t U 2|'b'; t U 3|'c'") == 0);
+
+    /* ACK of version 2: the log keeps 3 only; acked_version is stored. */
+    VS_CHECK(vs_capture_ack(capture, 2, 0) == VS_OK);
+    VS_CHECK(vs_capture_acked_version(capture) == 2);
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM _versync_log") == 1);
+    VS_CHECK(s_query_int(db, "SELECT value FROM _versync_meta WHERE key = 'acked_version'") == 2);
+    vs_capture_destroy(&capture);
+    capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    VS_CHECK(vs_capture_acked_version(capture) == 2);
+    VS_CHECK(s_read(capture, vs_capture_acked_version(capture), snapshot) == VS_OK);
+    VS_CHECK(strcmp(snapshot->text, "t U 3|'c'") == 0);
+    VS_CHECK(snapshot->first_version == 3 && snapshot->last_version == 3);
+
+    /* Trimming everything keeps the newest row, so versions go on above it. */
+    VS_CHECK(vs_capture_ack(capture, 3, 0) == VS_OK);
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM _versync_log") == 1);
+    VS_CHECK(s_query_int(db, "SELECT max(version) FROM _versync_log") == 3);
+    VS_CHECK(s_exec(db, "INSERT INTO t VALUES (4, 'd')"));
+    VS_CHECK(s_query_int(db, "SELECT max(version) FROM _versync_log") == 4);
+    VS_CHECK(vs_capture_ack(capture, 4, 0) == VS_OK);
+    /* An older ACK does not move acked_version back. */
+    VS_CHECK(vs_capture_ack(capture, 1, 0) == VS_OK);
+    VS_CHECK(s_query_int(db, "SELECT value FROM _versync_meta WHERE key = 'acked_version'") == 4);
+    vs_capture_destroy(&capture);
+    /* Even an emptied log cannot make versions go back. */
+    VS_CHECK(s_exec(db, "DELETE FROM _versync_log"));
+    capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    VS_CHECK(s_exec(db, "DELETE FROM t WHERE id = 1"));
+    VS_CHECK(s_query_int(db, "SELECT max(version) FROM _versync_log") == 5);
+    VS_CHECK(s_read(capture, vs_capture_acked_version(capture), snapshot) == VS_OK);
+    VS_CHECK(strcmp(snapshot->text, "t D 1") == 0);
+    VS_CHECK(snapshot->first_version == 5 && snapshot->last_version == 5);
+    vs_capture_destroy(&capture);
+    sqlite3_close(db);
+    free(snapshot);
+}
+
+static void test_schema_changes(void)
+{
+    const char *path = s_make_db("schema", "CREATE TABLE t (id INTEGER PRIMARY KEY, v);");
+    vs_capture_t *capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    sqlite3 *db = s_connect(path);
+    s_snapshot_t *snapshot = malloc(sizeof *snapshot);
+    VS_REQUIRE(snapshot != NULL);
+    /* A table created after attach, with rows, is picked up at the next read. */
+    VS_CHECK(s_exec(db, "CREATE TABLE n (k TEXT PRIMARY KEY, w); INSERT INTO n VALUES ('a', 1);"
+                        "INSERT INTO t VALUES (1, 'x');"));
+    VS_CHECK(s_read(capture, 0, snapshot) == VS_OK);
+    VS_CHECK(vs_capture_table_count(capture) == 2);
+    VS_CHECK(strcmp(snapshot->text, "t U 1|'x'; n U 'a'|1") == 0);
+    if (strcmp(snapshot->text, "t U 1|'x'; n U 'a'|1") != 0) {
+        fprintf(stderr, "  got: %s\n", snapshot->text);
+    }
+    uint64_t after = snapshot->last_version;
+    VS_CHECK(s_exec(db, "INSERT INTO n VALUES ('b', 2)"));
+    VS_CHECK(s_read(capture, after, snapshot) == VS_OK);
+    VS_CHECK(strcmp(snapshot->text, "n U 'b'|2") == 0);
+    after = snapshot->last_version;
+
+    /* A new column travels in the next UPSERT. */
+    VS_CHECK(s_exec(db, "ALTER TABLE t ADD COLUMN extra DEFAULT 7; UPDATE t SET v = 'y'"));
+    VS_CHECK(s_read(capture, after, snapshot) == VS_OK);
+    VS_CHECK(strcmp(snapshot->text, "t U 1|'y'|7") == 0);
+    after = snapshot->last_version;
+
+    /* A dropped table's pending changes are skipped; the range still travels (empty). */
+    VS_CHECK(s_exec(db, "INSERT INTO n VALUES ('c', 3); DROP TABLE n;"));
+    VS_CHECK(s_read(capture, after, snapshot) == VS_OK);
+    VS_CHECK(snapshot->valid);
+    VS_CHECK(snapshot->change_count == 0);
+    VS_CHECK(snapshot->set_count == 1 && snapshot->last_version == after + 1);
+    VS_CHECK(vs_capture_table_count(capture) == 1);
+    after = snapshot->last_version;
+
+    /* Created again under the same name: a new id, its rows logged again. */
+    VS_CHECK(s_exec(db, "CREATE TABLE n (k TEXT PRIMARY KEY, w); INSERT INTO n VALUES ('d', 4);"));
+    VS_CHECK(s_read(capture, after, snapshot) == VS_OK);
+    VS_CHECK(strcmp(snapshot->text, "n U 'd'|4") == 0);
+    char text[256];
+    s_query_text(db, "SELECT id, name FROM _versync_tables ORDER BY id", text, sizeof text);
+    VS_CHECK(strcmp(text, "1,t;2,NULL;3,n") == 0);
+    after = snapshot->last_version;
+
+    /* A renamed table gets a new id and only its new triggers. */
+    VS_CHECK(s_exec(db, "ALTER TABLE n RENAME TO m; INSERT INTO m VALUES ('e', 5);"));
+    VS_CHECK(s_read(capture, after, snapshot) == VS_OK);
+    VS_CHECK(strcmp(snapshot->text, "m U 'd'|4; m U 'e'|5") == 0);
+    if (strcmp(snapshot->text, "m U 'd'|4; m U 'e'|5") != 0) {
+        fprintf(stderr, "  got: %s\n", snapshot->text);
+    }
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND "
+                             "tbl_name = 'm'") == 3);
+    vs_capture_destroy(&capture);
+    sqlite3_close(db);
+    free(snapshot);
+}
+
+static void test_table_list(void)
+{
+    const char *path = s_make_db("table_list", "CREATE TABLE a (id INTEGER PRIMARY KEY);"
+                                               "CREATE TABLE b (id INTEGER PRIMARY KEY);");
+    const char *only_a[] = {"A"};
+    vs_capture_config_t config = {.db_path = path, .tables = only_a, .table_count = 1};
+    vs_capture_t *capture = NULL;
+    char error[512];
+    VS_REQUIRE(vs_capture_open(&capture, &config, error, sizeof error) == VS_OK);
+    VS_CHECK(vs_capture_table_count(capture) == 1);
+    sqlite3 *db = s_connect(path);
+    VS_CHECK(s_exec(db, "INSERT INTO a VALUES (1); INSERT INTO b VALUES (2);"
+                        "CREATE TABLE c (id INTEGER PRIMARY KEY); INSERT INTO c VALUES (3);"));
+    s_snapshot_t *snapshot = malloc(sizeof *snapshot);
+    VS_REQUIRE(snapshot != NULL);
+    VS_CHECK(s_read(capture, 0, snapshot) == VS_OK);
+    VS_CHECK(strcmp(snapshot->text, "a U 1") == 0);
+    VS_CHECK(vs_capture_table_count(capture) == 1);
+    vs_capture_destroy(&capture);
+    sqlite3_close(db);
+    free(snapshot);
+}
+
+static void test_throughput(void)
+{
+    const char *path = s_make_db("throughput", "CREATE TABLE t (id INTEGER PRIMARY KEY, "
+                                               "name TEXT, amount INTEGER, price REAL);");
+    vs_capture_t *capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    sqlite3 *db = s_connect(path);
+    sqlite3_stmt *insert = NULL;
+    VS_REQUIRE(sqlite3_prepare_v2(db, "INSERT INTO t VALUES (?1, ?2, ?3, ?4)", -1, &insert, NULL) ==
+               SQLITE_OK);
+    const int rows = 100000;
+    double start = s_now();
+    for (int row = 1; row <= rows; row++) {
+        if (row % 1000 == 1) {
+            s_exec(db, "BEGIN");
+        }
+        char name[32];
+        snprintf(name, sizeof name, "customer %d", row);
+        sqlite3_bind_int(insert, 1, row);
+        sqlite3_bind_text(insert, 2, name, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(insert, 3, (int64_t) row * 3);
+        sqlite3_bind_double(insert, 4, row * 0.25);
+        if (sqlite3_step(insert) != SQLITE_DONE) {
+            VS_CHECK(!"insert failed");
+            break;
+        }
+        sqlite3_reset(insert);
+        if (row % 1000 == 0) {
+            s_exec(db, "COMMIT");
+        }
+    }
+    sqlite3_finalize(insert);
+    double inserted = s_now();
+    uint64_t after = 0;
+    size_t changes = 0;
+    size_t bytes = 0;
+    size_t set_count = 0;
+    for (int round = 0; round < 1000; round++) {
+        vs_capture_set_t sets[8];
+        size_t count = 0;
+        bool more = false;
+        if (vs_capture_read(capture, after, 8, SIZE_MAX, sets, &count, &more) != VS_OK) {
+            VS_CHECK(!"read failed");
+            break;
+        }
+        for (size_t index = 0; index < count; index++) {
+            changes += sets[index].change_count;
+            bytes += sets[index].size;
+            after = sets[index].last_version;
+        }
+        set_count += count;
+        vs_capture_sets_free(sets, count);
+        if (!more) {
+            break;
+        }
+    }
+    double read = s_now();
+    VS_CHECK(changes == (size_t) rows);
+    VS_CHECK(after == (uint64_t) rows);
+    VS_CHECK(vs_capture_ack(capture, after, 0) == VS_OK);
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM _versync_log") == 1);
+    double acked = s_now();
+    fprintf(stderr,
+            "  %d rows: insert with capture %.0f rows/s, read+encode %.0f rows/s (%zu sets, "
+            "%zu bytes), trim %.3f s, overall %.0f rows/s\n",
+            rows, rows / (inserted - start), rows / (read - inserted), set_count, bytes,
+            acked - read, rows / (acked - start));
+    vs_capture_destroy(&capture);
+    sqlite3_close(db);
+}
+
+/* ---------------------------------------------------------------------------------------------
+    The actor against a fake broker: a CURVE ROUTER that checks PUBLISH and answers ACK.       */
+
+typedef struct {
+    zsock_t *router;
+    zcert_t *cert;
+    char endpoint[64];
+    bool ack;              /* answer ACK                                   */
+    uint32_t error_code;   /* answer ERROR with this code instead (0: no)  */
+    bool error_once;       /* then clear error_code                        */
+    size_t first_one;      /* sets received with first_version 1           */
+    size_t received;       /* PUBLISH messages                             */
+    size_t bad;            /* malformed PUBLISH or change set              */
+    uint64_t highest;      /* highest last_version received                */
+    uint64_t lowest_first; /* lowest first_version received                */
+    uint64_t seq;
+    char publisher[80];
+    bool seen[2001]; /* ids of table t upserted                      */
+    size_t seen_count;
+    size_t upserts; /* UPSERT changes received                      */
+} s_broker_t;
+
+static bool s_broker_start(s_broker_t *broker)
+{
+    memset(broker, 0, sizeof *broker);
+    broker->ack = true;
+    broker->lowest_first = UINT64_MAX;
+    broker->cert = zcert_new();
+    broker->router = zsock_new(ZMQ_ROUTER);
+    if (!broker->cert || !broker->router) {
+        return false;
+    }
+    zcert_apply(broker->cert, broker->router);
+    zsock_set_curve_server(broker->router, 1);
+    zsock_set_maxmsgsize(broker->router, (int) VS_MAX_FRAME);
+    for (int attempt = 0; attempt < 20; attempt++) {
+        int port = vs_test_free_port();
+        snprintf(broker->endpoint, sizeof broker->endpoint, "tcp://127.0.0.1:%d", port);
+        if (port && zsock_bind(broker->router, "%s", broker->endpoint) == port) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void s_broker_stop(s_broker_t *broker)
+{
+    zsock_destroy(&broker->router);
+    zcert_destroy(&broker->cert);
+}
+
+static void s_broker_reply(s_broker_t *broker, zframe_t *identity, const vs_msg_t *reply)
+{
+    uint8_t *body = NULL;
+    size_t size = 0;
+    if (vs_msg_encode(reply, &body, &size) != VS_OK) {
+        broker->bad++;
+        return;
+    }
+    zmsg_t *message = zmsg_new();
+    zmsg_append(message, &identity);
+    zmsg_addmem(message, body, size);
+    zmsg_send(&message, broker->router);
+    free(body);
+}
+
+/*  Handles the messages arriving within timeout_ms.                                           */
+static void s_broker_serve(s_broker_t *broker, int timeout_ms)
+{
+    zpoller_t *poller = zpoller_new(broker->router, NULL);
+    if (!zpoller_wait(poller, timeout_ms)) {
+        zpoller_destroy(&poller);
+        return;
+    }
+    zpoller_destroy(&poller);
+    while (zsock_events(broker->router) & ZMQ_POLLIN) {
+        zmsg_t *message = zmsg_recv(broker->router);
+        if (!message) {
+            return;
+        }
+        zframe_t *identity = zmsg_pop(message);
+        zframe_t *frame = zmsg_first(message);
+        vs_msg_t msg;
+        const char *why = NULL;
+        if (!identity || zmsg_size(message) != 1 ||
+            vs_msg_decode(&msg, zframe_data(frame), zframe_size(frame), &why) != VS_OK) {
+            broker->bad++;
+            zframe_destroy(&identity);
+            zmsg_destroy(&message);
+            continue;
+        }
+        vs_changeset_t changeset;
+        if (msg.command != VS_CMD_PUBLISH || !vs_bytes_equal(msg.stream, "master") ||
+            vs_changeset_open(&changeset, msg.changeset.data, msg.changeset.size, &why) != VS_OK) {
+            broker->bad++;
+            vs_msg_clear(&msg);
+            zframe_destroy(&identity);
+            zmsg_destroy(&message);
+            continue;
+        }
+        broker->received++;
+        snprintf(broker->publisher, sizeof broker->publisher, "%.*s", (int) msg.publisher.size,
+                 msg.publisher.data);
+        if (changeset.last_version > broker->highest) {
+            broker->highest = changeset.last_version;
+        }
+        if (changeset.first_version == 1) {
+            broker->first_one++;
+        }
+        if (changeset.first_version < broker->lowest_first) {
+            broker->lowest_first = changeset.first_version;
+        }
+        vs_change_t change;
+        while (vs_changeset_next(&changeset, &change)) {
+            broker->upserts += change.op == VS_OP_UPSERT;
+            if (change.op == VS_OP_UPSERT && change.values[0].type == VS_INTEGER &&
+                change.values[0].as.integer > 0 && change.values[0].as.integer <= 2000 &&
+                !broker->seen[change.values[0].as.integer]) {
+                broker->seen[change.values[0].as.integer] = true;
+                broker->seen_count++;
+            }
+        }
+        vs_msg_t reply = {.request_id = msg.request_id, .stream = msg.stream};
+        if (broker->error_code) {
+            reply.command = VS_CMD_ERROR;
+            reply.code = broker->error_code;
+            reply.reason = (vs_bytes_t){"refused by the test", strlen("refused by the test")};
+            s_broker_reply(broker, identity, &reply);
+            if (broker->error_once) {
+                broker->error_code = 0;
+            }
+        } else if (broker->ack) {
+            reply.command = VS_CMD_ACK;
+            reply.last_version = changeset.last_version;
+            reply.seq = ++broker->seq;
+            s_broker_reply(broker, identity, &reply);
+        } else {
+            zframe_destroy(&identity);
+        }
+        vs_changeset_close(&changeset);
+        vs_msg_clear(&msg);
+        zmsg_destroy(&message);
+    }
+}
+
+/*  With VS_TEST_VERBOSE set, the actor's log lines go to stderr with a timestamp.            */
+static void s_log_to_stderr(void *arg, vs_log_level_t level, const char *line)
+{
+    (void) arg;
+    fprintf(stderr, "  [%.3f ms] %d %s\n", (double) (zclock_usecs() % 100000000) / 1000.0,
+            (int) level, line);
+}
+
+static zactor_t *s_publisher_start(const char *path, s_broker_t *broker, zcert_t *cert,
+                                   char *answer, size_t answer_size)
+{
+    vs_publisher_config_t config = {
+        .db_path = path,
+        .broker_endpoint = broker->endpoint,
+        .broker_public_key = zcert_public_txt(broker->cert),
+        .cert = cert,
+    };
+    if (getenv("VS_TEST_VERBOSE")) {
+        config.logger.fn = s_log_to_stderr;
+    }
+    zactor_t *actor = zactor_new(vs_publisher_actor, &config);
+    if (!actor) {
+        return NULL;
+    }
+    char *status = zstr_recv(actor);
+    snprintf(answer, answer_size, "%s", status ? status : "");
+    if (status && streq(status, "ERROR")) {
+        char *reason = zstr_recv(actor);
+        snprintf(answer, answer_size, "ERROR %s", reason ? reason : "");
+        zstr_free(&reason);
+    }
+    zstr_free(&status);
+    return actor;
+}
+
+static void s_insert_rows(sqlite3 *db, int from, int to)
+{
+    s_exec(db, "BEGIN");
+    for (int row = from; row <= to; row++) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "INSERT INTO t VALUES (%d, 'value %d')", row, row);
+        s_exec(db, sql);
+    }
+    s_exec(db, "COMMIT");
+}
+
+static void test_actor_publishes(void)
+{
+    s_broker_t broker;
+    VS_REQUIRE(s_broker_start(&broker));
+    const char *path = s_make_db("actor", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);"
+                                          "INSERT INTO t VALUES (1, 'before');");
+    zcert_t *cert = zcert_new();
+    char answer[512];
+    zactor_t *publisher = s_publisher_start(path, &broker, cert, answer, sizeof answer);
+    VS_REQUIRE(publisher != NULL);
+    VS_CHECK(strcmp(answer, "OK") == 0);
+    sqlite3 *db = s_connect(path);
+    /* Rows written by another connection arrive, in several transactions. */
+    for (int batch = 0; batch < 10; batch++) {
+        s_insert_rows(db, 2 + batch * 100, 1 + (batch + 1) * 100);
+        s_broker_serve(&broker, 10);
+    }
+    int64_t deadline = zclock_mono() + 15000;
+    while (broker.seen_count < 1001 && zclock_mono() < deadline) {
+        s_broker_serve(&broker, 100);
+    }
+    VS_CHECK(broker.seen_count == 1001);
+    VS_CHECK(broker.bad == 0);
+    VS_CHECK(broker.lowest_first == 1);
+    VS_CHECK(strlen(broker.publisher) == 32);
+    /* After the ACKs the log is trimmed down to its newest row. */
+    int64_t newest = s_query_int(db, "SELECT max(version) FROM _versync_log");
+    VS_CHECK(newest == 1001);
+    deadline = zclock_mono() + 10000;
+    while (zclock_mono() < deadline &&
+           s_query_int(db, "SELECT value FROM _versync_meta WHERE key = 'acked_version'") !=
+               newest) {
+        s_broker_serve(&broker, 20);
+    }
+    VS_CHECK(s_query_int(db, "SELECT value FROM _versync_meta WHERE key = 'acked_version'") ==
+             newest);
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM _versync_log") == 1);
+    /* An update and a delete travel too. */
+    VS_CHECK(s_exec(db, "UPDATE t SET v = 'changed' WHERE id = 5; DELETE FROM t WHERE id = 6;"));
+    deadline = zclock_mono() + 10000;
+    while (broker.highest < (uint64_t) newest + 2 && zclock_mono() < deadline) {
+        s_broker_serve(&broker, 100);
+    }
+    VS_CHECK(broker.highest == (uint64_t) newest + 2);
+    /* Commit to broker latency at low load (shown, not asserted). */
+    for (int row = 2001; row <= 2003; row++) {
+        uint64_t target = broker.highest + 1;
+        char sql[128];
+        snprintf(sql, sizeof sql, "INSERT INTO t VALUES (%d, 'latency')", row);
+        int64_t committed = zclock_usecs();
+        VS_CHECK(s_exec(db, sql));
+        if (getenv("VS_TEST_VERBOSE")) {
+            fprintf(stderr, "  [%.3f ms] committed\n",
+                    (double) (zclock_usecs() % 100000000) / 1000.0);
+        }
+        deadline = zclock_mono() + 5000;
+        while (broker.highest < target && zclock_mono() < deadline) {
+            s_broker_serve(&broker, 1);
+        }
+        VS_CHECK(broker.highest == target);
+        fprintf(stderr, "  commit to broker: %.2f ms\n",
+                (double) (zclock_usecs() - committed) / 1000.0);
+    }
+    zactor_destroy(&publisher);
+    sqlite3_close(db);
+    zcert_destroy(&cert);
+    s_broker_stop(&broker);
+}
+
+static void test_actor_resends(void)
+{
+    s_broker_t broker;
+    VS_REQUIRE(s_broker_start(&broker));
+    broker.ack = false;
+    const char *path =
+        s_make_db("actor_resend", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);");
+    zcert_t *cert = zcert_new();
+    char answer[512];
+    zactor_t *publisher = s_publisher_start(path, &broker, cert, answer, sizeof answer);
+    VS_REQUIRE(publisher != NULL);
+    VS_CHECK(strcmp(answer, "OK") == 0);
+    sqlite3 *db = s_connect(path);
+    s_insert_rows(db, 1, 300);
+    int64_t deadline = zclock_mono() + 10000;
+    while (broker.highest < 300 && zclock_mono() < deadline) {
+        s_broker_serve(&broker, 100);
+    }
+    VS_CHECK(broker.highest == 300 && broker.lowest_first == 1);
+    zactor_destroy(&publisher);
+    /* Nothing was acknowledged: everything is still logged. */
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM _versync_log") == 300);
+    VS_CHECK(s_query_int(db, "SELECT value FROM _versync_meta WHERE key = 'acked_version'") == 0);
+
+    /* Restarted, it sends the same versions again; this time they are acknowledged. */
+    memset(broker.seen, 0, sizeof broker.seen);
+    broker.seen_count = 0;
+    broker.highest = 0;
+    broker.lowest_first = UINT64_MAX;
+    broker.ack = true;
+    publisher = s_publisher_start(path, &broker, cert, answer, sizeof answer);
+    VS_REQUIRE(publisher != NULL);
+    VS_CHECK(strcmp(answer, "OK") == 0);
+    deadline = zclock_mono() + 10000;
+    while (broker.highest < 300 && zclock_mono() < deadline) {
+        s_broker_serve(&broker, 100);
+    }
+    VS_CHECK(broker.lowest_first == 1 && broker.highest == 300);
+    VS_CHECK(broker.seen_count == 300);
+    deadline = zclock_mono() + 10000;
+    while (zclock_mono() < deadline && s_query_int(db, "SELECT count(*) FROM _versync_log") != 1) {
+        s_broker_serve(&broker, 20);
+    }
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM _versync_log") == 1);
+    zactor_destroy(&publisher);
+    sqlite3_close(db);
+    zcert_destroy(&cert);
+    s_broker_stop(&broker);
+}
+
+static void test_actor_throughput(void)
+{
+    s_broker_t broker;
+    VS_REQUIRE(s_broker_start(&broker));
+    const char *path = s_make_db("actor_throughput", "CREATE TABLE t (id INTEGER PRIMARY KEY, "
+                                                     "name TEXT, amount INTEGER, price REAL);");
+    zcert_t *cert = zcert_new();
+    char answer[512];
+    zactor_t *publisher = s_publisher_start(path, &broker, cert, answer, sizeof answer);
+    VS_REQUIRE(publisher != NULL);
+    VS_CHECK(strcmp(answer, "OK") == 0);
+    sqlite3 *db = s_connect(path);
+    sqlite3_stmt *insert = NULL;
+    VS_REQUIRE(sqlite3_prepare_v2(db, "INSERT INTO t VALUES (?1, ?2, ?3, ?4)", -1, &insert, NULL) ==
+               SQLITE_OK);
+    const int rows = 50000;
+    double start = s_now();
+    for (int row = 1; row <= rows; row++) {
+        if (row % 1000 == 1) {
+            s_exec(db, "BEGIN");
+        }
+        char name[32];
+        snprintf(name, sizeof name, "customer %d", row);
+        sqlite3_bind_int(insert, 1, row);
+        sqlite3_bind_text(insert, 2, name, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(insert, 3, (int64_t) row * 3);
+        sqlite3_bind_double(insert, 4, row * 0.25);
+        sqlite3_step(insert);
+        sqlite3_reset(insert);
+        if (row % 1000 == 0) {
+            s_exec(db, "COMMIT");
+            s_broker_serve(&broker, 0);
+        }
+    }
+    sqlite3_finalize(insert);
+    int64_t deadline = zclock_mono() + 20000;
+    while (zclock_mono() < deadline &&
+           s_query_int(db, "SELECT value FROM _versync_meta WHERE key = 'acked_version'") != rows) {
+        s_broker_serve(&broker, 5);
+    }
+    double done = s_now();
+    VS_CHECK(s_query_int(db, "SELECT value FROM _versync_meta WHERE key = 'acked_version'") ==
+             rows);
+    VS_CHECK(broker.upserts >= (size_t) rows);
+    VS_CHECK(broker.bad == 0);
+    fprintf(stderr, "  %d rows inserted, published and acknowledged: %.0f rows/s (%zu sets)\n",
+            rows, rows / (done - start), broker.received);
+    zactor_destroy(&publisher);
+    sqlite3_close(db);
+    zcert_destroy(&cert);
+    s_broker_stop(&broker);
+}
+
+static void test_actor_store_error_and_timeout(void)
+{
+    s_broker_t broker;
+    VS_REQUIRE(s_broker_start(&broker));
+    const char *path =
+        s_make_db("actor_estore", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);");
+    zcert_t *cert = zcert_new();
+    char answer[512];
+    /* ERROR VS_ESTORE once: the publisher resends from the acknowledged version. */
+    broker.error_code = VS_ESTORE;
+    broker.error_once = true;
+    zactor_t *publisher = s_publisher_start(path, &broker, cert, answer, sizeof answer);
+    VS_REQUIRE(publisher != NULL);
+    VS_CHECK(strcmp(answer, "OK") == 0);
+    sqlite3 *db = s_connect(path);
+    s_insert_rows(db, 1, 50);
+    int64_t deadline = zclock_mono() + 10000;
+    while (zclock_mono() < deadline &&
+           s_query_int(db, "SELECT value FROM _versync_meta WHERE key = 'acked_version'") != 50) {
+        s_broker_serve(&broker, 20);
+    }
+    VS_CHECK(broker.first_one == 2);
+    VS_CHECK(broker.seen_count == 50);
+    VS_CHECK(s_query_int(db, "SELECT value FROM _versync_meta WHERE key = 'acked_version'") == 50);
+
+    /* No ACK at all: after the timeout the publisher resends on its own. */
+    broker.ack = false;
+    broker.lowest_first = UINT64_MAX;
+    size_t received = broker.received;
+    s_insert_rows(db, 51, 60);
+    deadline = zclock_mono() + 15000;
+    while (broker.received < received + 2 && zclock_mono() < deadline) {
+        s_broker_serve(&broker, 50);
+    }
+    VS_CHECK(broker.received >= received + 2);
+    VS_CHECK(broker.lowest_first == 51);
+    broker.ack = true;
+    deadline = zclock_mono() + 15000;
+    while (zclock_mono() < deadline &&
+           s_query_int(db, "SELECT value FROM _versync_meta WHERE key = 'acked_version'") != 60) {
+        s_broker_serve(&broker, 50);
+    }
+    VS_CHECK(s_query_int(db, "SELECT value FROM _versync_meta WHERE key = 'acked_version'") == 60);
+    VS_CHECK(broker.bad == 0);
+    zactor_destroy(&publisher);
+    sqlite3_close(db);
+    zcert_destroy(&cert);
+    s_broker_stop(&broker);
+}
+
+static void test_actor_errors(void)
+{
+    s_broker_t broker;
+    VS_REQUIRE(s_broker_start(&broker));
+    zcert_t *cert = zcert_new();
+    char answer[512];
+    /* A missing database: ERROR at start. */
+    char missing[4200];
+    snprintf(missing, sizeof missing, "%s/none.db", vs_test_dir("actor_errors"));
+    zactor_t *publisher = s_publisher_start(missing, &broker, cert, answer, sizeof answer);
+    VS_REQUIRE(publisher != NULL);
+    VS_CHECK(strncmp(answer, "ERROR cannot open database", 26) == 0);
+    zactor_destroy(&publisher);
+
+    /* A bad stream name: ERROR at start. */
+    const char *path = s_make_db("actor_errors_db", "CREATE TABLE t (id INTEGER PRIMARY KEY);");
+    vs_publisher_config_t config = {
+        .db_path = path,
+        .broker_endpoint = broker.endpoint,
+        .broker_public_key = zcert_public_txt(broker.cert),
+        .cert = cert,
+        .stream = "no spaces allowed",
+    };
+    publisher = zactor_new(vs_publisher_actor, &config);
+    VS_REQUIRE(publisher != NULL);
+    char *status = zstr_recv(publisher);
+    VS_CHECK(status && streq(status, "ERROR"));
+    zstr_free(&status);
+    zactor_destroy(&publisher);
+    /* A bad broker key: ERROR, no crash. */
+    config.stream = NULL;
+    config.broker_public_key = "short";
+    publisher = zactor_new(vs_publisher_actor, &config);
+    VS_REQUIRE(publisher != NULL);
+    status = zstr_recv(publisher);
+    VS_CHECK(status && streq(status, "ERROR"));
+    zstr_free(&status);
+    zactor_destroy(&publisher);
+
+    /* A broker that refuses with VS_EAUTH: FATAL with the reason. */
+    broker.error_code = VS_EAUTH;
+    publisher = s_publisher_start(path, &broker, cert, answer, sizeof answer);
+    VS_REQUIRE(publisher != NULL);
+    VS_CHECK(strcmp(answer, "OK") == 0);
+    sqlite3 *db = s_connect(path);
+    VS_CHECK(s_exec(db, "INSERT INTO t VALUES (1)"));
+    zpoller_t *poller = zpoller_new(publisher, NULL);
+    int64_t deadline = zclock_mono() + 10000;
+    zsock_t *ready = NULL;
+    while (!ready && zclock_mono() < deadline) {
+        s_broker_serve(&broker, 20);
+        ready = zpoller_wait(poller, 10);
+    }
+    VS_CHECK(ready != NULL);
+    if (ready) {
+        char *fatal = zstr_recv(publisher);
+        char *reason = zstr_recv(publisher);
+        VS_CHECK(fatal && streq(fatal, "FATAL"));
+        VS_CHECK(reason && strstr(reason, "refused by the test") != NULL);
+        zstr_free(&fatal);
+        zstr_free(&reason);
+    }
+    zpoller_destroy(&poller);
+    zactor_destroy(&publisher);
+    /* Nothing was acknowledged. */
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM _versync_log") == 1);
+    sqlite3_close(db);
+    zcert_destroy(&cert);
+    s_broker_stop(&broker);
+}
 
 int main(void)
 {
+    zsys_init();
+    zsys_set_logstream(NULL);
+    vs_test_run("open_errors", test_open_errors);
+    vs_test_run("setup_and_log", test_setup_and_log);
+    vs_test_run("pk_update", test_pk_update);
+    vs_test_run("exact_types", test_exact_types);
+    vs_test_run("key_shapes", test_key_shapes);
+    vs_test_run("existing_rows_and_hot_row", test_existing_rows_and_hot_row);
+    vs_test_run("split", test_split);
+    vs_test_run("trim_and_reattach", test_trim_and_reattach);
+    vs_test_run("schema_changes", test_schema_changes);
+    vs_test_run("table_list", test_table_list);
+    vs_test_run("throughput", test_throughput);
+    vs_test_run("actor_publishes", test_actor_publishes);
+    vs_test_run("actor_resends", test_actor_resends);
+    vs_test_run("actor_throughput", test_actor_throughput);
+    vs_test_run("actor_store_error_and_timeout", test_actor_store_error_and_timeout);
+    vs_test_run("actor_errors", test_actor_errors);
     return vs_test_summary();
 }

@@ -1,0 +1,1380 @@
+/*  capture.c - triggers, change log, snapshot reads and trimming on the master database.
+
+    This file is the only one that touches the master's SQLite connection. Its tables:
+      _versync_meta   (key TEXT PRIMARY KEY, value): publisher_id, acked_version
+      _versync_tables (id INTEGER PRIMARY KEY, name TEXT UNIQUE): replicated table ids; a table
+                      that lost its triggers (dropped and created again) gets a fresh id and the
+                      old row keeps its id with name NULL, so ids are never reused
+      _versync_log    (version INTEGER PRIMARY KEY, tbl, k0..k7): one row per changed key
+    Versions come from the log's rowid (max + 1); trimming always keeps the newest log row, so
+    they never go back.
+*/
+#include "capture.h"
+
+#include <ctype.h>
+#include <sodium.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define S_BUSY_TIMEOUT_MS 5000
+/* Internal: a schema load found triggers to install or drop and must run as a writer. */
+#define S_NEED_WRITE (-1)
+#define S_ID_BYTES   16
+/* A row whose estimated encoding would push a set past this cap is cut into the next set. */
+#define S_SET_CAP (VS_MAX_CHANGESET - 64 * 1024)
+/* One read looks at most this many versions, so a huge backlog is not sorted again for
+   every window of sets. */
+#define S_READ_SPAN (1u << 18)
+
+typedef struct {
+    int64_t id;
+    char *name;
+    char *create_sql;
+    size_t column_count;
+    char **columns;
+    size_t pk_count;
+    uint32_t pk[VS_MAX_PK_COLUMNS];
+    sqlite3_stmt *lookup; /* SELECT every column WHERE pk IS ?, in this table's columns  */
+    vs_value_t *values;   /* column_count values of the row being encoded                */
+    uint64_t generation;  /* set generation in which set_index is valid                 */
+    uint32_t set_index;   /* index of this table in the set being written               */
+} s_table_t;
+
+struct vs_capture {
+    sqlite3 *db;
+    char *db_path;
+    vs_logger_t logger;
+    char **requested; /* config->tables, copied */
+    size_t requested_count;
+    size_t target;
+    uint64_t read_span;
+    char publisher_id[2 * S_ID_BYTES + 1];
+    uint64_t acked_version;
+    s_table_t *tables; /* sorted by id */
+    size_t table_count;
+    size_t key_columns; /* largest pk count in use: k0..k(key_columns-1) are read      */
+    int64_t schema_version;
+    int64_t data_version;
+    bool data_version_known;
+    sqlite3_stmt *read_changes;
+    sqlite3_stmt *newest_stmt;
+    sqlite3_stmt *schema_version_stmt;
+    sqlite3_stmt *data_version_stmt;
+    sqlite3_stmt *trim_stmt;
+    sqlite3_stmt *store_acked_stmt;
+    vs_changeset_writer_t *writer;
+    uint64_t generation;
+    size_t set_table_count; /* tables declared in the set being written               */
+    bool busy;
+    char error[1024];
+};
+
+/* ---------------------------------------------------------------------------------------------
+    A growing text buffer for generated SQL.                                                   */
+
+typedef struct {
+    char *data;
+    size_t size;
+    size_t capacity;
+    bool failed;
+} s_text_t;
+
+static bool s_text_reserve(s_text_t *text, size_t more)
+{
+    if (text->failed) {
+        return false;
+    }
+    if (text->size + more + 1 <= text->capacity) {
+        return true;
+    }
+    size_t capacity = text->capacity ? text->capacity : 256;
+    while (capacity < text->size + more + 1) {
+        capacity *= 2;
+    }
+    char *data = realloc(text->data, capacity);
+    if (!data) {
+        text->failed = true;
+        return false;
+    }
+    text->data = data;
+    text->capacity = capacity;
+    return true;
+}
+
+__attribute__((format(printf, 2, 3))) static void s_text_add(s_text_t *text, const char *format,
+                                                             ...)
+{
+    va_list args;
+    va_start(args, format);
+    char small[256];
+    int length = vsnprintf(small, sizeof small, format, args);
+    va_end(args);
+    if (length < 0) {
+        text->failed = true;
+        return;
+    }
+    if (!s_text_reserve(text, (size_t) length)) {
+        return;
+    }
+    va_start(args, format);
+    vsnprintf(text->data + text->size, (size_t) length + 1, format, args);
+    va_end(args);
+    text->size += (size_t) length;
+}
+
+/*  Appends name as a quoted SQL identifier: "na""me".                                        */
+static void s_text_identifier(s_text_t *text, const char *name)
+{
+    size_t length = strlen(name);
+    if (!s_text_reserve(text, 2 * length + 2)) {
+        return;
+    }
+    text->data[text->size++] = '"';
+    for (const char *cursor = name; *cursor; cursor++) {
+        if (*cursor == '"') {
+            text->data[text->size++] = '"';
+        }
+        text->data[text->size++] = *cursor;
+    }
+    text->data[text->size++] = '"';
+    text->data[text->size] = 0;
+}
+
+static void s_text_free(s_text_t *text)
+{
+    free(text->data);
+    memset(text, 0, sizeof *text);
+}
+
+/* ---------------------------------------------------------------------------------------------
+    Errors.                                                                                    */
+
+__attribute__((format(printf, 2, 3))) static void s_set_error(vs_capture_t *self,
+                                                              const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    vsnprintf(self->error, sizeof self->error, format, args);
+    va_end(args);
+}
+
+/*  Records SQLite's message for what failed and returns VS_ESTORE.                            */
+static int s_sqlite_error(vs_capture_t *self, const char *what)
+{
+    int code = sqlite3_errcode(self->db) & 0xff;
+    self->busy = code == SQLITE_BUSY || code == SQLITE_LOCKED;
+    s_set_error(self, "%s in database '%s': %s", what, self->db_path, sqlite3_errmsg(self->db));
+    return VS_ESTORE;
+}
+
+static int s_exec(vs_capture_t *self, const char *sql, const char *what)
+{
+    if (sqlite3_exec(self->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        return s_sqlite_error(self, what);
+    }
+    return VS_OK;
+}
+
+static int s_prepare(vs_capture_t *self, const char *sql, sqlite3_stmt **stmt, const char *what)
+{
+    if (sqlite3_prepare_v3(self->db, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, NULL) != SQLITE_OK) {
+        *stmt = NULL;
+        return s_sqlite_error(self, what);
+    }
+    return VS_OK;
+}
+
+/*  Ends the open transaction, if any, discarding its writes.                                 */
+static void s_rollback(vs_capture_t *self)
+{
+    if (!sqlite3_get_autocommit(self->db)) {
+        sqlite3_exec(self->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+    Tables.                                                                                    */
+
+static void s_table_clear(s_table_t *table)
+{
+    free(table->name);
+    free(table->create_sql);
+    for (size_t index = 0; index < table->column_count; index++) {
+        free(table->columns[index]);
+    }
+    free(table->columns);
+    free(table->values);
+    sqlite3_finalize(table->lookup);
+    memset(table, 0, sizeof *table);
+}
+
+static void s_tables_free(s_table_t **tables, size_t *count)
+{
+    for (size_t index = 0; index < *count; index++) {
+        s_table_clear(&(*tables)[index]);
+    }
+    free(*tables);
+    *tables = NULL;
+    *count = 0;
+}
+
+static int s_table_compare(const void *left, const void *right)
+{
+    int64_t a = ((const s_table_t *) left)->id;
+    int64_t b = ((const s_table_t *) right)->id;
+    return (a > b) - (a < b);
+}
+
+static s_table_t *s_table_by_id(vs_capture_t *self, int64_t id)
+{
+    size_t low = 0;
+    size_t high = self->table_count;
+    while (low < high) {
+        size_t middle = low + (high - low) / 2;
+        if (self->tables[middle].id == id) {
+            return &self->tables[middle];
+        }
+        if (self->tables[middle].id < id) {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    return NULL;
+}
+
+typedef enum {
+    S_DESCRIBE_OK,
+    S_DESCRIBE_SKIP, /* not replicable: reason in self->error */
+    S_DESCRIBE_FAIL, /* SQLite or memory failure: reason in self->error */
+} s_describe_t;
+
+/*  Fills table's name, create_sql, columns and pk from the schema (inside a transaction).    */
+static s_describe_t s_table_describe(vs_capture_t *self, const char *name, const char *sql,
+                                     s_table_t *table)
+{
+    s_describe_t result = S_DESCRIBE_FAIL;
+    sqlite3_stmt *info = NULL;
+    size_t capacity = 0;
+    memset(table, 0, sizeof *table);
+    table->name = strdup(name);
+    table->create_sql = strdup(sql ? sql : "");
+    if (!table->name || !table->create_sql) {
+        s_set_error(self, "out of memory");
+        goto cleanup;
+    }
+    if (strlen(name) > VS_MAX_NAME) {
+        s_set_error(self, "its name is longer than %d bytes", VS_MAX_NAME);
+        result = S_DESCRIBE_SKIP;
+        goto cleanup;
+    }
+    if (strlen(table->create_sql) > VS_MAX_SQL) {
+        s_set_error(self, "its CREATE TABLE text is longer than %d bytes", VS_MAX_SQL);
+        result = S_DESCRIBE_SKIP;
+        goto cleanup;
+    }
+    if (s_prepare(self, "SELECT name, pk FROM pragma_table_info(?1) ORDER BY cid", &info,
+                  "cannot read table info") != VS_OK) {
+        goto cleanup;
+    }
+    sqlite3_bind_text(info, 1, name, -1, SQLITE_STATIC);
+    int rc;
+    uint32_t pk_by_position[VS_MAX_PK_COLUMNS];
+    size_t too_many_pk = 0;
+    while ((rc = sqlite3_step(info)) == SQLITE_ROW) {
+        const char *column = (const char *) sqlite3_column_text(info, 0);
+        int64_t pk = sqlite3_column_int64(info, 1);
+        if (!column || !*column || strlen(column) > VS_MAX_NAME) {
+            s_set_error(self, "a column name is empty or longer than %d bytes", VS_MAX_NAME);
+            result = S_DESCRIBE_SKIP;
+            goto cleanup;
+        }
+        if (table->column_count == VS_MAX_COLUMNS) {
+            s_set_error(self, "it has more than %d columns", VS_MAX_COLUMNS);
+            result = S_DESCRIBE_SKIP;
+            goto cleanup;
+        }
+        if (table->column_count == capacity) {
+            capacity = capacity ? 2 * capacity : 16;
+            char **columns = realloc(table->columns, capacity * sizeof *columns);
+            if (!columns) {
+                s_set_error(self, "out of memory");
+                goto cleanup;
+            }
+            table->columns = columns;
+        }
+        table->columns[table->column_count] = strdup(column);
+        if (!table->columns[table->column_count]) {
+            s_set_error(self, "out of memory");
+            goto cleanup;
+        }
+        if (pk > VS_MAX_PK_COLUMNS) {
+            too_many_pk++;
+        } else if (pk > 0) {
+            pk_by_position[pk - 1] = (uint32_t) table->column_count;
+            table->pk_count++;
+        }
+        table->column_count++;
+    }
+    if (rc != SQLITE_DONE) {
+        s_sqlite_error(self, "cannot read table info");
+        goto cleanup;
+    }
+    if (table->column_count == 0) {
+        s_set_error(self, "it has no columns");
+        result = S_DESCRIBE_SKIP;
+        goto cleanup;
+    }
+    if (too_many_pk) {
+        s_set_error(self, "its primary key has more than %d columns", VS_MAX_PK_COLUMNS);
+        result = S_DESCRIBE_SKIP;
+        goto cleanup;
+    }
+    if (table->pk_count == 0) {
+        s_set_error(self, "it has no PRIMARY KEY (rowid only)");
+        result = S_DESCRIBE_SKIP;
+        goto cleanup;
+    }
+    memcpy(table->pk, pk_by_position, table->pk_count * sizeof table->pk[0]);
+    table->values = calloc(table->column_count, sizeof *table->values);
+    if (!table->values) {
+        s_set_error(self, "out of memory");
+        goto cleanup;
+    }
+    result = S_DESCRIBE_OK;
+cleanup:
+    sqlite3_finalize(info);
+    if (result != S_DESCRIBE_OK) {
+        s_table_clear(table);
+    }
+    return result;
+}
+
+/*  Appends "k0, k1, ..." for count key columns.                                               */
+static void s_text_keys(s_text_t *text, size_t count)
+{
+    for (size_t index = 0; index < count; index++) {
+        s_text_add(text, "%sk%zu", index ? ", " : "", index);
+    }
+}
+
+/*  Appends `prefix."pk1", prefix."pk2"` (prefix NULL: bare names).                            */
+static void s_text_pk(s_text_t *text, const s_table_t *table, const char *prefix)
+{
+    for (size_t index = 0; index < table->pk_count; index++) {
+        s_text_add(text, "%s%s%s", index ? ", " : "", prefix ? prefix : "", prefix ? "." : "");
+        s_text_identifier(text, table->columns[table->pk[index]]);
+    }
+}
+
+/*  Creates the three triggers of a table and logs every existing row, inside the caller's
+    write transaction.                                                                         */
+static int s_table_install(vs_capture_t *self, const s_table_t *table)
+{
+    int rc = VS_ENOMEM;
+    s_text_t sql = {0};
+    const char *kinds[3] = {"ins", "upd", "del"};
+    for (size_t kind = 0; kind < 3; kind++) {
+        s_text_add(&sql, "DROP TRIGGER IF EXISTS \"_versync_%lld_%s\";", (long long) table->id,
+                   kinds[kind]);
+    }
+    /* AFTER INSERT: NEW's key. */
+    s_text_add(&sql, "CREATE TRIGGER IF NOT EXISTS \"_versync_%lld_ins\" AFTER INSERT ON ",
+               (long long) table->id);
+    s_text_identifier(&sql, table->name);
+    s_text_add(&sql, " BEGIN INSERT INTO _versync_log (tbl, ");
+    s_text_keys(&sql, table->pk_count);
+    s_text_add(&sql, ") VALUES (%lld, ", (long long) table->id);
+    s_text_pk(&sql, table, "NEW");
+    s_text_add(&sql, "); END;");
+    /* AFTER UPDATE: OLD's key, and NEW's when the key changed. */
+    s_text_add(&sql, "CREATE TRIGGER IF NOT EXISTS \"_versync_%lld_upd\" AFTER UPDATE ON ",
+               (long long) table->id);
+    s_text_identifier(&sql, table->name);
+    s_text_add(&sql, " BEGIN INSERT INTO _versync_log (tbl, ");
+    s_text_keys(&sql, table->pk_count);
+    s_text_add(&sql, ") VALUES (%lld, ", (long long) table->id);
+    s_text_pk(&sql, table, "OLD");
+    s_text_add(&sql, "); INSERT INTO _versync_log (tbl, ");
+    s_text_keys(&sql, table->pk_count);
+    s_text_add(&sql, ") SELECT %lld, ", (long long) table->id);
+    s_text_pk(&sql, table, "NEW");
+    s_text_add(&sql, " WHERE ");
+    for (size_t index = 0; index < table->pk_count; index++) {
+        const char *column = table->columns[table->pk[index]];
+        s_text_add(&sql, "%sNEW.", index ? " OR " : "");
+        s_text_identifier(&sql, column);
+        s_text_add(&sql, " IS NOT OLD.");
+        s_text_identifier(&sql, column);
+    }
+    s_text_add(&sql, "; END;");
+    /* AFTER DELETE: OLD's key. */
+    s_text_add(&sql, "CREATE TRIGGER IF NOT EXISTS \"_versync_%lld_del\" AFTER DELETE ON ",
+               (long long) table->id);
+    s_text_identifier(&sql, table->name);
+    s_text_add(&sql, " BEGIN INSERT INTO _versync_log (tbl, ");
+    s_text_keys(&sql, table->pk_count);
+    s_text_add(&sql, ") VALUES (%lld, ", (long long) table->id);
+    s_text_pk(&sql, table, "OLD");
+    s_text_add(&sql, "); END;");
+    /* Rows present before the triggers existed. */
+    s_text_add(&sql, "INSERT INTO _versync_log (tbl, ");
+    s_text_keys(&sql, table->pk_count);
+    s_text_add(&sql, ") SELECT %lld, ", (long long) table->id);
+    s_text_pk(&sql, table, NULL);
+    s_text_add(&sql, " FROM ");
+    s_text_identifier(&sql, table->name);
+    s_text_add(&sql, ";");
+    if (sql.failed) {
+        s_set_error(self, "out of memory");
+        goto cleanup;
+    }
+    rc = s_exec(self, sql.data, "cannot install triggers");
+cleanup:
+    s_text_free(&sql);
+    return rc;
+}
+
+/*  Prepares the table's lookup: SELECT every column WHERE each pk column IS ?.               */
+static int s_table_prepare(vs_capture_t *self, s_table_t *table)
+{
+    s_text_t sql = {0};
+    s_text_add(&sql, "SELECT ");
+    for (size_t index = 0; index < table->column_count; index++) {
+        s_text_add(&sql, "%s", index ? ", " : "");
+        s_text_identifier(&sql, table->columns[index]);
+    }
+    s_text_add(&sql, " FROM ");
+    s_text_identifier(&sql, table->name);
+    s_text_add(&sql, " WHERE ");
+    for (size_t index = 0; index < table->pk_count; index++) {
+        s_text_add(&sql, "%s", index ? " AND " : "");
+        s_text_identifier(&sql, table->columns[table->pk[index]]);
+        s_text_add(&sql, " IS ?%zu", index + 1);
+    }
+    int rc = VS_ENOMEM;
+    if (sql.failed) {
+        s_set_error(self, "out of memory");
+    } else {
+        rc = s_prepare(self, sql.data, &table->lookup, "cannot prepare a row lookup");
+    }
+    s_text_free(&sql);
+    return rc;
+}
+
+/*  Looks the table's id up in _versync_tables; *found false when it has none.               */
+static int s_table_find_id(vs_capture_t *self, s_table_t *table, bool *found)
+{
+    sqlite3_stmt *stmt = NULL;
+    if (s_prepare(self, "SELECT id FROM _versync_tables WHERE name = ?1", &stmt,
+                  "cannot read _versync_tables") != VS_OK) {
+        return VS_ESTORE;
+    }
+    sqlite3_bind_text(stmt, 1, table->name, -1, SQLITE_STATIC);
+    int rc = VS_OK;
+    int step = sqlite3_step(stmt);
+    *found = step == SQLITE_ROW;
+    if (step == SQLITE_ROW) {
+        table->id = sqlite3_column_int64(stmt, 0);
+    } else if (step != SQLITE_DONE) {
+        rc = s_sqlite_error(self, "cannot read _versync_tables");
+    }
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+/*  Gives the table a new id. The old row, if any, is retired (name NULL) and keeps its id, so
+    an id is never reused and old log rows of an earlier table of that name are skipped.      */
+static int s_table_new_id(vs_capture_t *self, s_table_t *table)
+{
+    int rc = VS_ESTORE;
+    sqlite3_stmt *retire = NULL;
+    sqlite3_stmt *insert = NULL;
+    if (s_prepare(self, "UPDATE _versync_tables SET name = NULL WHERE name = ?1", &retire,
+                  "cannot update _versync_tables") != VS_OK ||
+        s_prepare(self, "INSERT INTO _versync_tables (name) VALUES (?1)", &insert,
+                  "cannot update _versync_tables") != VS_OK) {
+        goto cleanup;
+    }
+    sqlite3_bind_text(retire, 1, table->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(insert, 1, table->name, -1, SQLITE_STATIC);
+    if (sqlite3_step(retire) != SQLITE_DONE || sqlite3_step(insert) != SQLITE_DONE) {
+        s_sqlite_error(self, "cannot update _versync_tables");
+        goto cleanup;
+    }
+    table->id = sqlite3_last_insert_rowid(self->db);
+    rc = VS_OK;
+cleanup:
+    sqlite3_finalize(retire);
+    sqlite3_finalize(insert);
+    return rc;
+}
+
+/*  Number of this table's three triggers present with their current names.                   */
+static int s_table_trigger_count(vs_capture_t *self, const s_table_t *table, int *count)
+{
+    sqlite3_stmt *stmt = NULL;
+    if (s_prepare(self,
+                  "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN "
+                  "(printf('_versync_%d_ins', ?1), printf('_versync_%d_upd', ?1), "
+                  "printf('_versync_%d_del', ?1)) AND tbl_name = ?2 COLLATE NOCASE",
+                  &stmt, "cannot read the schema") != VS_OK) {
+        return VS_ESTORE;
+    }
+    sqlite3_bind_int64(stmt, 1, table->id);
+    sqlite3_bind_text(stmt, 2, table->name, -1, SQLITE_STATIC);
+    int rc = VS_OK;
+    if (sqlite3_step(stmt) == SQLITE_ROW) {
+        *count = sqlite3_column_int(stmt, 0);
+    } else {
+        rc = s_sqlite_error(self, "cannot read the schema");
+    }
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+/*  Drops every _versync_ trigger that does not belong to a table in the new list under its
+    current id (renamed tables, tables dropped from config->tables, retired ids).            */
+static int s_drop_stale_triggers(vs_capture_t *self, const s_table_t *tables, size_t count,
+                                 bool write)
+{
+    int rc = VS_ESTORE;
+    sqlite3_stmt *stmt = NULL;
+    s_text_t drops = {0};
+    if (s_prepare(self,
+                  "SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger' AND name "
+                  "LIKE '\\_versync\\_%' ESCAPE '\\'",
+                  &stmt, "cannot read the schema") != VS_OK) {
+        goto cleanup;
+    }
+    int step;
+    while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *name = (const char *) sqlite3_column_text(stmt, 0);
+        const char *table_name = (const char *) sqlite3_column_text(stmt, 1);
+        if (!name || !table_name) {
+            continue;
+        }
+        long long id = strtoll(name + strlen("_versync_"), NULL, 10);
+        bool keep = false;
+        for (size_t index = 0; index < count && !keep; index++) {
+            keep = tables[index].id == id && strcasecmp(tables[index].name, table_name) == 0;
+        }
+        if (!keep) {
+            s_text_add(&drops, "DROP TRIGGER IF EXISTS ");
+            s_text_identifier(&drops, name);
+            s_text_add(&drops, ";");
+        }
+    }
+    if (step != SQLITE_DONE) {
+        s_sqlite_error(self, "cannot read the schema");
+        goto cleanup;
+    }
+    sqlite3_finalize(stmt);
+    stmt = NULL;
+    if (drops.failed) {
+        s_set_error(self, "out of memory");
+        rc = VS_ENOMEM;
+        goto cleanup;
+    }
+    if (drops.size && !write) {
+        rc = S_NEED_WRITE;
+    } else {
+        rc = drops.size ? s_exec(self, drops.data, "cannot drop old triggers") : VS_OK;
+    }
+cleanup:
+    sqlite3_finalize(stmt);
+    s_text_free(&drops);
+    return rc;
+}
+
+/*  Adds a described table to the list, or logs why it is skipped. Returns VS_OK, or the
+    failure (a requested table that cannot be replicated fails the first load).               */
+static int s_load_one(vs_capture_t *self, const char *name, const char *sql, bool requested,
+                      bool first_load, s_table_t *tables, size_t *count)
+{
+    s_describe_t described = s_table_describe(self, name, sql, &tables[*count]);
+    if (described == S_DESCRIBE_FAIL) {
+        return VS_ESTORE;
+    }
+    if (described == S_DESCRIBE_SKIP) {
+        if (requested && first_load) {
+            char reason[sizeof self->error];
+            snprintf(reason, sizeof reason, "%s", self->error);
+            s_set_error(self, "cannot replicate table '%s' of database '%s': %s", name,
+                        self->db_path, reason);
+            return VS_EINVAL;
+        }
+        vs_log(&self->logger, VS_LOG_WARNING, "publisher: skipping table '%s' of '%s': %s", name,
+               self->db_path, self->error);
+        return VS_OK;
+    }
+    (*count)++;
+    return VS_OK;
+}
+
+/*  Reloads the replicated tables in one write transaction: describes them, installs missing
+    triggers (logging existing rows), drops stale triggers, notes the schema version, then
+    prepares the lookups and the change reader.                                               */
+static int s_schema_load_as(vs_capture_t *self, bool first_load, bool write)
+{
+    int rc = VS_ESTORE;
+    sqlite3_stmt *stmt = NULL;
+    s_table_t *tables = NULL;
+    size_t count = 0;
+    size_t capacity = 0;
+    s_text_t sql = {0};
+    if (s_exec(self, write ? "BEGIN IMMEDIATE" : "BEGIN", "cannot start a transaction") != VS_OK) {
+        goto cleanup;
+    }
+    if (self->requested_count) {
+        capacity = self->requested_count;
+    } else {
+        if (s_prepare(self, "SELECT count(*) FROM sqlite_master WHERE type = 'table'", &stmt,
+                      "cannot read the schema") != VS_OK) {
+            goto cleanup;
+        }
+        if (sqlite3_step(stmt) != SQLITE_ROW) {
+            s_sqlite_error(self, "cannot read the schema");
+            goto cleanup;
+        }
+        capacity = (size_t) sqlite3_column_int64(stmt, 0);
+        sqlite3_finalize(stmt);
+        stmt = NULL;
+    }
+    tables = calloc(capacity ? capacity : 1, sizeof *tables);
+    if (!tables) {
+        s_set_error(self, "out of memory");
+        rc = VS_ENOMEM;
+        goto cleanup;
+    }
+    /* Ordinary tables only: not views, virtual tables or their shadow tables. */
+    if (s_prepare(self,
+                  "SELECT m.name, m.sql, l.type FROM sqlite_master m LEFT JOIN "
+                  "pragma_table_list l ON l.schema = 'main' AND l.name = m.name "
+                  "WHERE m.type = 'table' AND (?1 IS NULL OR m.name = ?1 COLLATE NOCASE) "
+                  "AND (?1 IS NOT NULL OR (m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+                  "AND m.name NOT LIKE '\\_versync\\_%' ESCAPE '\\')) ORDER BY m.name",
+                  &stmt, "cannot read the schema") != VS_OK) {
+        goto cleanup;
+    }
+    size_t rounds = self->requested_count ? self->requested_count : 1;
+    for (size_t round = 0; round < rounds; round++) {
+        const char *wanted = self->requested_count ? self->requested[round] : NULL;
+        sqlite3_reset(stmt);
+        if (wanted) {
+            sqlite3_bind_text(stmt, 1, wanted, -1, SQLITE_STATIC);
+        } else {
+            sqlite3_bind_null(stmt, 1);
+        }
+        bool found = false;
+        int step;
+        while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
+            const char *name = (const char *) sqlite3_column_text(stmt, 0);
+            const char *create_sql = (const char *) sqlite3_column_text(stmt, 1);
+            const char *type = (const char *) sqlite3_column_text(stmt, 2);
+            if (!name || count == capacity) {
+                continue;
+            }
+            found = true;
+            if (type && strcmp(type, "table") != 0) {
+                if (wanted && first_load) {
+                    s_set_error(self,
+                                "cannot replicate table '%s' of database '%s': it is a %s table",
+                                name, self->db_path, type);
+                    rc = VS_EINVAL;
+                    goto cleanup;
+                }
+                if (wanted || strcmp(type, "virtual") == 0) {
+                    vs_log(&self->logger, VS_LOG_WARNING,
+                           "publisher: skipping %s table '%s' of '%s'", type, name, self->db_path);
+                }
+                continue;
+            }
+            int loaded =
+                s_load_one(self, name, create_sql, wanted != NULL, first_load, tables, &count);
+            if (loaded != VS_OK) {
+                rc = loaded;
+                goto cleanup;
+            }
+        }
+        if (step != SQLITE_DONE) {
+            s_sqlite_error(self, "cannot read the schema");
+            goto cleanup;
+        }
+        if (wanted && !found) {
+            if (first_load) {
+                s_set_error(self, "no table '%s' in database '%s'", wanted, self->db_path);
+                rc = VS_ENOTFOUND;
+                goto cleanup;
+            }
+            vs_log(&self->logger, VS_LOG_WARNING,
+                   "publisher: table '%s' no longer exists in '%s'; not replicated", wanted,
+                   self->db_path);
+        }
+    }
+    sqlite3_finalize(stmt);
+    stmt = NULL;
+    /* Ids and triggers. */
+    for (size_t index = 0; index < count; index++) {
+        s_table_t *table = &tables[index];
+        int triggers = 0;
+        bool known = false;
+        if (s_table_find_id(self, table, &known) != VS_OK) {
+            goto cleanup;
+        }
+        if (known && s_table_trigger_count(self, table, &triggers) != VS_OK) {
+            goto cleanup;
+        }
+        if (triggers != 3) {
+            if (!write) {
+                rc = S_NEED_WRITE;
+                goto cleanup;
+            }
+            if (s_table_new_id(self, table) != VS_OK || s_table_install(self, table) != VS_OK) {
+                goto cleanup;
+            }
+            vs_log(&self->logger, VS_LOG_NOTICE,
+                   "publisher: attached table '%s' of '%s' (id %lld): existing rows logged",
+                   table->name, self->db_path, (long long) table->id);
+        }
+    }
+    int dropped = s_drop_stale_triggers(self, tables, count, write);
+    if (dropped != VS_OK) {
+        rc = dropped == S_NEED_WRITE ? S_NEED_WRITE : VS_ESTORE;
+        goto cleanup;
+    }
+    if (sqlite3_step(self->schema_version_stmt) != SQLITE_ROW) {
+        s_sqlite_error(self, "cannot read the schema version");
+        sqlite3_reset(self->schema_version_stmt);
+        goto cleanup;
+    }
+    int64_t schema_version = sqlite3_column_int64(self->schema_version_stmt, 0);
+    sqlite3_reset(self->schema_version_stmt);
+    if (s_exec(self, "COMMIT", "cannot commit the triggers") != VS_OK) {
+        goto cleanup;
+    }
+    /* Statements for the new list. */
+    qsort(tables, count, sizeof *tables, s_table_compare);
+    size_t key_columns = 0;
+    for (size_t index = 0; index < count; index++) {
+        if (s_table_prepare(self, &tables[index]) != VS_OK) {
+            goto cleanup;
+        }
+        if (tables[index].pk_count > key_columns) {
+            key_columns = tables[index].pk_count;
+        }
+    }
+    s_text_add(&sql, "SELECT max(version), tbl%s", key_columns ? ", " : "");
+    s_text_keys(&sql, key_columns);
+    s_text_add(&sql, " FROM _versync_log WHERE version > ?1 AND version <= ?2 GROUP BY tbl%s",
+               key_columns ? ", " : "");
+    s_text_keys(&sql, key_columns);
+    s_text_add(&sql, " ORDER BY 1");
+    if (sql.failed) {
+        s_set_error(self, "out of memory");
+        rc = VS_ENOMEM;
+        goto cleanup;
+    }
+    if (s_prepare(self, sql.data, &stmt, "cannot prepare the change reader") != VS_OK) {
+        goto cleanup;
+    }
+    sqlite3_finalize(self->read_changes);
+    self->read_changes = stmt;
+    stmt = NULL;
+    s_tables_free(&self->tables, &self->table_count);
+    self->tables = tables;
+    self->table_count = count;
+    tables = NULL;
+    count = 0;
+    self->key_columns = key_columns;
+    self->schema_version = schema_version;
+    self->generation++;
+    rc = VS_OK;
+cleanup:
+    sqlite3_finalize(stmt);
+    s_rollback(self);
+    s_tables_free(&tables, &count);
+    s_text_free(&sql);
+    return rc;
+}
+
+/*  Loads the schema as a reader; only when triggers must be installed or dropped does it
+    load again as a writer, so that a schema change elsewhere does not wait for the write
+    lock.                                                                                      */
+static int s_schema_load(vs_capture_t *self, bool first_load)
+{
+    int rc = s_schema_load_as(self, first_load, false);
+    if (rc == S_NEED_WRITE) {
+        rc = s_schema_load_as(self, first_load, true);
+    }
+    return rc == S_NEED_WRITE ? VS_ESTORE : rc;
+}
+
+/* ---------------------------------------------------------------------------------------------
+    Opening.                                                                                   */
+
+static int s_journal_mode(vs_capture_t *self, const char *sql, char *mode, size_t mode_size)
+{
+    sqlite3_stmt *stmt = NULL;
+    if (s_prepare(self, sql, &stmt, "cannot read the journal mode") != VS_OK) {
+        return VS_ESTORE;
+    }
+    int rc = VS_OK;
+    if (sqlite3_step(stmt) == SQLITE_ROW) {
+        const char *text = (const char *) sqlite3_column_text(stmt, 0);
+        snprintf(mode, mode_size, "%s", text ? text : "");
+    } else {
+        rc = s_sqlite_error(self, "cannot set the journal mode");
+    }
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+static int s_setup(vs_capture_t *self)
+{
+    char mode[32];
+    if (s_journal_mode(self, "PRAGMA journal_mode", mode, sizeof mode) != VS_OK) {
+        return VS_ESTORE;
+    }
+    if (strcasecmp(mode, "wal") != 0) {
+        char was[32];
+        snprintf(was, sizeof was, "%s", mode);
+        if (s_journal_mode(self, "PRAGMA journal_mode = WAL", mode, sizeof mode) != VS_OK) {
+            return VS_ESTORE;
+        }
+        if (strcasecmp(mode, "wal") != 0) {
+            s_set_error(self, "cannot switch database '%s' to WAL (journal mode stays '%s')",
+                        self->db_path, mode);
+            return VS_ESTORE;
+        }
+        vs_log(&self->logger, VS_LOG_NOTICE,
+               "publisher: database '%s' was in journal mode '%s'; switched it to WAL",
+               self->db_path, was);
+    }
+    /* Our own commits (trims) may be lost on power failure: they are then simply resent. */
+    if (s_exec(self, "PRAGMA synchronous = NORMAL", "cannot set synchronous") != VS_OK) {
+        return VS_ESTORE;
+    }
+    uint8_t id[S_ID_BYTES];
+    char id_hex[2 * S_ID_BYTES + 1];
+    randombytes_buf(id, sizeof id);
+    sodium_bin2hex(id_hex, sizeof id_hex, id, sizeof id);
+    char sql[2048];
+    snprintf(sql, sizeof sql,
+             "BEGIN IMMEDIATE;"
+             "CREATE TABLE IF NOT EXISTS _versync_meta (key TEXT PRIMARY KEY, value);"
+             "CREATE TABLE IF NOT EXISTS _versync_tables (id INTEGER PRIMARY KEY, "
+             "name TEXT UNIQUE);"
+             "CREATE TABLE IF NOT EXISTS _versync_log (version INTEGER PRIMARY KEY, "
+             "tbl INTEGER NOT NULL, k0, k1, k2, k3, k4, k5, k6, k7);"
+             "INSERT OR IGNORE INTO _versync_meta (key, value) VALUES ('publisher_id', '%s');"
+             "INSERT OR IGNORE INTO _versync_meta (key, value) VALUES ('acked_version', 0);"
+             /* Versions must stay above what the broker acknowledged, even if someone
+                emptied the log: a placeholder row (table 0 is never used) keeps max + 1. */
+             "INSERT INTO _versync_log (version, tbl) SELECT a, 0 FROM (SELECT "
+             "CAST(value AS INTEGER) AS a FROM _versync_meta WHERE key = 'acked_version') "
+             "WHERE a > coalesce((SELECT max(version) FROM _versync_log), 0);"
+             "COMMIT;",
+             id_hex);
+    if (s_exec(self, sql, "cannot set up the versync tables") != VS_OK) {
+        s_rollback(self);
+        return VS_ESTORE;
+    }
+    sqlite3_stmt *stmt = NULL;
+    if (s_prepare(self,
+                  "SELECT (SELECT value FROM _versync_meta WHERE key = 'publisher_id'), "
+                  "(SELECT value FROM _versync_meta WHERE key = 'acked_version')",
+                  &stmt, "cannot read _versync_meta") != VS_OK) {
+        return VS_ESTORE;
+    }
+    int rc = VS_OK;
+    if (sqlite3_step(stmt) != SQLITE_ROW) {
+        rc = s_sqlite_error(self, "cannot read _versync_meta");
+        goto cleanup;
+    }
+    const char *stored_id = (const char *) sqlite3_column_text(stmt, 0);
+    size_t id_length = stored_id ? strlen(stored_id) : 0;
+    bool id_valid = id_length > 0 && id_length < sizeof self->publisher_id;
+    for (size_t index = 0; id_valid && index < id_length; index++) {
+        id_valid = stored_id[index] >= 0x21 && stored_id[index] <= 0x7e;
+    }
+    int64_t acked = sqlite3_column_int64(stmt, 1);
+    if (!id_valid || sqlite3_column_type(stmt, 1) != SQLITE_INTEGER || acked < 0) {
+        s_set_error(self,
+                    "database '%s' has a damaged _versync_meta (publisher_id or "
+                    "acked_version)",
+                    self->db_path);
+        rc = VS_ESTORE;
+        goto cleanup;
+    }
+    memcpy(self->publisher_id, stored_id, id_length + 1);
+    self->acked_version = (uint64_t) acked;
+cleanup:
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+int vs_capture_open(vs_capture_t **self_p, const vs_capture_config_t *config, char *error,
+                    size_t error_size)
+{
+    if (!self_p || !config || !config->db_path) {
+        if (error && error_size) {
+            snprintf(error, error_size, "no database path");
+        }
+        return VS_EINVAL;
+    }
+    *self_p = NULL;
+    int rc = VS_ENOMEM;
+    vs_capture_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        goto failed;
+    }
+    snprintf(self->error, sizeof self->error, "out of memory");
+    self->db_path = strdup(config->db_path);
+    self->logger = config->logger;
+    self->target =
+        config->changeset_target ? config->changeset_target : VS_DEFAULT_CHANGESET_TARGET;
+    self->read_span = config->read_span ? config->read_span : S_READ_SPAN;
+    self->writer = vs_changeset_writer_new();
+    if (!self->db_path || !self->writer) {
+        goto failed;
+    }
+    if (config->table_count) {
+        self->requested = calloc(config->table_count, sizeof *self->requested);
+        if (!self->requested) {
+            goto failed;
+        }
+        for (size_t index = 0; index < config->table_count; index++) {
+            if (!config->tables[index]) {
+                s_set_error(self, "empty table name");
+                rc = VS_EINVAL;
+                goto failed;
+            }
+            self->requested[index] = strdup(config->tables[index]);
+            if (!self->requested[index]) {
+                goto failed;
+            }
+            self->requested_count++;
+        }
+    }
+    if (sodium_init() < 0) {
+        s_set_error(self, "cannot initialise libsodium");
+        rc = VS_EINVAL;
+        goto failed;
+    }
+    int opened = sqlite3_open_v2(self->db_path, &self->db,
+                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (opened != SQLITE_OK) {
+        s_set_error(self, "cannot open database '%s': %s", self->db_path,
+                    self->db ? sqlite3_errmsg(self->db) : sqlite3_errstr(opened));
+        rc = (opened & 0xff) == SQLITE_CANTOPEN ? VS_ENOTFOUND : VS_ESTORE;
+        goto failed;
+    }
+    sqlite3_busy_timeout(self->db, S_BUSY_TIMEOUT_MS);
+    /* The first read tells a file that is not a database. */
+    char mode[32];
+    if (s_journal_mode(self, "PRAGMA journal_mode", mode, sizeof mode) != VS_OK) {
+        s_set_error(self, "cannot open database '%s': %s", self->db_path, sqlite3_errmsg(self->db));
+        rc = VS_ESTORE;
+        goto failed;
+    }
+    rc = VS_ESTORE;
+    if (s_setup(self) != VS_OK ||
+        s_prepare(self, "PRAGMA schema_version", &self->schema_version_stmt,
+                  "cannot prepare a statement") != VS_OK ||
+        s_prepare(self, "PRAGMA data_version", &self->data_version_stmt,
+                  "cannot prepare a statement") != VS_OK ||
+        s_prepare(self, "SELECT max(version) FROM _versync_log", &self->newest_stmt,
+                  "cannot prepare a statement") != VS_OK ||
+        s_prepare(self,
+                  "DELETE FROM _versync_log WHERE version <= ?1 AND version < "
+                  "(SELECT max(version) FROM _versync_log)",
+                  &self->trim_stmt, "cannot prepare a statement") != VS_OK ||
+        s_prepare(self,
+                  "UPDATE _versync_meta SET value = ?1 WHERE key = 'acked_version' AND "
+                  "value < ?1",
+                  &self->store_acked_stmt, "cannot prepare a statement") != VS_OK) {
+        goto failed;
+    }
+    rc = s_schema_load(self, true);
+    if (rc != VS_OK) {
+        goto failed;
+    }
+    *self_p = self;
+    return VS_OK;
+failed:
+    if (error && error_size) {
+        snprintf(error, error_size, "%s", self ? self->error : "out of memory");
+    }
+    vs_capture_destroy(&self);
+    return rc;
+}
+
+void vs_capture_destroy(vs_capture_t **self_p)
+{
+    if (!self_p || !*self_p) {
+        return;
+    }
+    vs_capture_t *self = *self_p;
+    s_tables_free(&self->tables, &self->table_count);
+    sqlite3_finalize(self->read_changes);
+    sqlite3_finalize(self->newest_stmt);
+    sqlite3_finalize(self->schema_version_stmt);
+    sqlite3_finalize(self->data_version_stmt);
+    sqlite3_finalize(self->trim_stmt);
+    sqlite3_finalize(self->store_acked_stmt);
+    if (self->db) {
+        s_rollback(self);
+        sqlite3_close(self->db);
+    }
+    for (size_t index = 0; index < self->requested_count; index++) {
+        free(self->requested[index]);
+    }
+    free(self->requested);
+    vs_changeset_writer_destroy(&self->writer);
+    free(self->db_path);
+    free(self);
+    *self_p = NULL;
+}
+
+const char *vs_capture_error(const vs_capture_t *self)
+{
+    return self->error;
+}
+
+const char *vs_capture_publisher_id(const vs_capture_t *self)
+{
+    return self->publisher_id;
+}
+
+uint64_t vs_capture_acked_version(const vs_capture_t *self)
+{
+    return self->acked_version;
+}
+
+size_t vs_capture_table_count(const vs_capture_t *self)
+{
+    return self->table_count;
+}
+
+bool vs_capture_busy(const vs_capture_t *self)
+{
+    return self->busy;
+}
+
+bool vs_capture_changed(vs_capture_t *self)
+{
+    bool changed = true;
+    if (sqlite3_step(self->data_version_stmt) == SQLITE_ROW) {
+        int64_t version = sqlite3_column_int64(self->data_version_stmt, 0);
+        changed = !self->data_version_known || version != self->data_version;
+        self->data_version = version;
+        self->data_version_known = true;
+    }
+    sqlite3_reset(self->data_version_stmt);
+    return changed;
+}
+
+/* ---------------------------------------------------------------------------------------------
+    Reading.                                                                                   */
+
+static void s_value_from_column(sqlite3_stmt *stmt, int column, vs_value_t *value)
+{
+    switch (sqlite3_column_type(stmt, column)) {
+    case SQLITE_INTEGER:
+        value->type = VS_INTEGER;
+        value->as.integer = sqlite3_column_int64(stmt, column);
+        break;
+    case SQLITE_FLOAT:
+        value->type = VS_REAL;
+        value->as.real = sqlite3_column_double(stmt, column);
+        break;
+    case SQLITE_TEXT: {
+        const char *text = (const char *) sqlite3_column_text(stmt, column);
+        value->type = VS_TEXT;
+        value->as.bytes.size = (size_t) sqlite3_column_bytes(stmt, column);
+        value->as.bytes.data = text ? text : "";
+        break;
+    }
+    case SQLITE_BLOB: {
+        const char *blob = sqlite3_column_blob(stmt, column);
+        value->type = VS_BLOB;
+        value->as.bytes.size = (size_t) sqlite3_column_bytes(stmt, column);
+        value->as.bytes.data = blob ? blob : "";
+        break;
+    }
+    default: value->type = VS_NULL; break;
+    }
+}
+
+/*  Bytes a value may take in msgpack, a little generously.                                    */
+static size_t s_value_estimate(const vs_value_t *value)
+{
+    return (value->type == VS_TEXT || value->type == VS_BLOB) ? value->as.bytes.size + 5 : 9;
+}
+
+/*  Starts a read transaction on a snapshot whose schema matches the loaded tables.            */
+static int s_begin_read(vs_capture_t *self)
+{
+    for (int attempt = 0; attempt < 10; attempt++) {
+        if (s_exec(self, "BEGIN", "cannot start a read") != VS_OK) {
+            return VS_ESTORE;
+        }
+        if (sqlite3_step(self->schema_version_stmt) != SQLITE_ROW) {
+            sqlite3_reset(self->schema_version_stmt);
+            s_sqlite_error(self, "cannot read the schema version");
+            s_rollback(self);
+            return VS_ESTORE;
+        }
+        int64_t schema_version = sqlite3_column_int64(self->schema_version_stmt, 0);
+        sqlite3_reset(self->schema_version_stmt);
+        if (schema_version == self->schema_version) {
+            return VS_OK;
+        }
+        s_rollback(self);
+        int rc = s_schema_load(self, false);
+        if (rc != VS_OK) {
+            return rc;
+        }
+    }
+    s_set_error(self, "the schema of database '%s' keeps changing", self->db_path);
+    self->busy = true;
+    return VS_ESTORE;
+}
+
+/*  Finishes the set being written into sets[*count].                                         */
+static int s_finish_set(vs_capture_t *self, uint64_t first, uint64_t last, uint32_t flags,
+                        vs_capture_set_t *sets, size_t *count)
+{
+    vs_capture_set_t *set = &sets[*count];
+    memset(set, 0, sizeof *set);
+    set->change_count = vs_changeset_writer_change_count(self->writer);
+    int rc = vs_changeset_writer_finish(self->writer, first, last, flags, &set->data, &set->size);
+    self->generation++;
+    self->set_table_count = 0;
+    if (rc == VS_EMSGSIZE) {
+        s_set_error(self,
+                    "a change of database '%s' (versions %llu..%llu) does not fit in a change "
+                    "set of %u bytes",
+                    self->db_path, (unsigned long long) first, (unsigned long long) last,
+                    VS_MAX_CHANGESET);
+        return rc;
+    }
+    if (rc != VS_OK) {
+        s_set_error(self, "cannot encode a change set: %s", vs_strerror(rc));
+        return rc;
+    }
+    set->first_version = first;
+    set->last_version = last;
+    set->flags = flags;
+    (*count)++;
+    return VS_OK;
+}
+
+int vs_capture_read(vs_capture_t *self, uint64_t after, size_t max_sets, size_t max_bytes,
+                    vs_capture_set_t *sets, size_t *set_count, bool *more)
+{
+    *set_count = 0;
+    *more = false;
+    self->busy = false;
+    if (max_sets == 0) {
+        return VS_OK;
+    }
+    if (after > INT64_MAX) {
+        s_set_error(self, "version %llu is out of range", (unsigned long long) after);
+        return VS_EINVAL;
+    }
+    int rc = s_begin_read(self);
+    if (rc != VS_OK) {
+        return rc;
+    }
+    /* The newest version tells whether there is anything to read, and how far. */
+    if (sqlite3_step(self->newest_stmt) != SQLITE_ROW) {
+        rc = s_sqlite_error(self, "cannot read _versync_log");
+        sqlite3_reset(self->newest_stmt);
+        s_rollback(self);
+        return rc;
+    }
+    uint64_t newest = (uint64_t) sqlite3_column_int64(self->newest_stmt, 0);
+    sqlite3_reset(self->newest_stmt);
+    if (newest < after && after > self->acked_version) {
+        s_set_error(self,
+                    "the change log of database '%s' went back (newest version %llu, %llu "
+                    "already sent): was _versync_log emptied? Restart the publisher",
+                    self->db_path, (unsigned long long) newest, (unsigned long long) after);
+        s_rollback(self);
+        return VS_ESTORE;
+    }
+    if (newest <= after) {
+        s_rollback(self);
+        return VS_OK;
+    }
+    uint64_t bound = INT64_MAX - after < self->read_span ? INT64_MAX : after + self->read_span;
+    bool limited = newest > bound;
+    vs_changeset_writer_reset(self->writer);
+    self->generation++;
+    self->set_table_count = 0;
+    sqlite3_stmt *read = self->read_changes;
+    sqlite3_bind_int64(read, 1, (int64_t) after);
+    sqlite3_bind_int64(read, 2, (int64_t) bound);
+    uint64_t cut = after;  /* the last set ended here                          */
+    uint64_t last = after; /* version of the last log key handled               */
+    size_t bytes = 0;      /* encoded bytes of the finished sets                */
+    bool stopped = false;
+    vs_value_t key[VS_MAX_PK_COLUMNS];
+    int step;
+    while ((step = sqlite3_step(read)) == SQLITE_ROW) {
+        uint64_t version = (uint64_t) sqlite3_column_int64(read, 0);
+        s_table_t *table = s_table_by_id(self, sqlite3_column_int64(read, 1));
+        if (!table) {
+            last = version; /* a table no longer replicated: its range travels empty */
+            continue;
+        }
+        sqlite3_stmt *lookup = table->lookup;
+        size_t estimate = 16;
+        for (size_t index = 0; index < table->pk_count; index++) {
+            s_value_from_column(read, (int) index + 2, &key[index]);
+            sqlite3_bind_value(lookup, (int) index + 1,
+                               sqlite3_column_value(read, (int) index + 2));
+        }
+        int found = sqlite3_step(lookup);
+        if (found == SQLITE_ROW) {
+            for (size_t index = 0; index < table->column_count; index++) {
+                s_value_from_column(lookup, (int) index, &table->values[index]);
+                estimate += s_value_estimate(&table->values[index]);
+            }
+        } else if (found == SQLITE_DONE) {
+            for (size_t index = 0; index < table->pk_count; index++) {
+                estimate += s_value_estimate(&key[index]);
+            }
+        } else {
+            rc = s_sqlite_error(self, "cannot read a row");
+            sqlite3_reset(lookup);
+            goto failed;
+        }
+        if (estimate > S_SET_CAP) {
+            s_set_error(self,
+                        "a row of table '%s' in database '%s' (version %llu) is larger than "
+                        "the %u-byte change set limit",
+                        table->name, self->db_path, (unsigned long long) version, VS_MAX_CHANGESET);
+            sqlite3_reset(lookup);
+            rc = VS_EMSGSIZE;
+            goto failed;
+        }
+        size_t size = vs_changeset_writer_size(self->writer);
+        bool new_table = table->generation != self->generation;
+        if (vs_changeset_writer_change_count(self->writer) > 0 &&
+            (size >= self->target || size + estimate > S_SET_CAP ||
+             (new_table && self->set_table_count == VS_MAX_TABLES))) {
+            rc = s_finish_set(self, cut + 1, last, 0, sets, set_count);
+            if (rc != VS_OK) {
+                sqlite3_reset(lookup);
+                goto failed;
+            }
+            bytes += sets[*set_count - 1].size;
+            cut = last;
+            if (*set_count == max_sets || bytes >= max_bytes) {
+                sqlite3_reset(lookup);
+                stopped = true;
+                break;
+            }
+        }
+        if (table->generation != self->generation) {
+            self->set_table_count++;
+            rc = vs_changeset_writer_add_table(self->writer, table->name, table->create_sql,
+                                               table->column_count,
+                                               (const char *const *) table->columns,
+                                               table->pk_count, table->pk, &table->set_index);
+            if (rc != VS_OK) {
+                s_set_error(self, "cannot add table '%s' to a change set: %s", table->name,
+                            vs_strerror(rc));
+                sqlite3_reset(lookup);
+                goto failed;
+            }
+            table->generation = self->generation;
+        }
+        if (found == SQLITE_ROW) {
+            rc = vs_changeset_writer_upsert(self->writer, table->set_index, table->column_count,
+                                            table->values);
+        } else {
+            rc = vs_changeset_writer_delete(self->writer, table->set_index, table->pk_count, key);
+        }
+        sqlite3_reset(lookup);
+        if (rc != VS_OK) {
+            s_set_error(self, "cannot add a change of table '%s': %s", table->name,
+                        vs_strerror(rc));
+            goto failed;
+        }
+        last = version;
+    }
+    if (!stopped && step != SQLITE_DONE) {
+        rc = s_sqlite_error(self, "cannot read _versync_log");
+        goto failed;
+    }
+    if (!stopped && limited) {
+        last = bound; /* the versions up to the bound are covered, even if none is left */
+    }
+    if (!stopped && last > cut) {
+        rc = s_finish_set(self, cut + 1, last, limited ? 0 : VS_CHANGESET_CONSISTENT, sets,
+                          set_count);
+        if (rc != VS_OK) {
+            goto failed;
+        }
+    }
+    *more = stopped || limited;
+    sqlite3_reset(read);
+    s_rollback(self); /* a read transaction: nothing to keep */
+    return VS_OK;
+failed:
+    sqlite3_reset(read);
+    s_rollback(self);
+    vs_changeset_writer_reset(self->writer);
+    vs_capture_sets_free(sets, *set_count);
+    *set_count = 0;
+    *more = false;
+    return rc;
+}
+
+int vs_capture_ack(vs_capture_t *self, uint64_t version, int busy_timeout_ms)
+{
+    self->busy = false;
+    if (version > INT64_MAX) {
+        s_set_error(self, "version %llu is out of range", (unsigned long long) version);
+        return VS_EINVAL;
+    }
+    sqlite3_busy_timeout(self->db, busy_timeout_ms);
+    int begun = s_exec(self, "BEGIN IMMEDIATE", "cannot start trimming the log");
+    sqlite3_busy_timeout(self->db, S_BUSY_TIMEOUT_MS);
+    if (begun != VS_OK) {
+        return VS_ESTORE;
+    }
+    int rc = VS_OK;
+    sqlite3_bind_int64(self->trim_stmt, 1, (int64_t) version);
+    sqlite3_bind_int64(self->store_acked_stmt, 1, (int64_t) version);
+    if (sqlite3_step(self->trim_stmt) != SQLITE_DONE ||
+        sqlite3_step(self->store_acked_stmt) != SQLITE_DONE) {
+        rc = s_sqlite_error(self, "cannot trim the log");
+    }
+    sqlite3_reset(self->trim_stmt);
+    sqlite3_reset(self->store_acked_stmt);
+    if (rc == VS_OK && s_exec(self, "COMMIT", "cannot commit the log trim") != VS_OK) {
+        rc = VS_ESTORE;
+    }
+    s_rollback(self);
+    if (rc == VS_OK && version > self->acked_version) {
+        self->acked_version = version;
+    }
+    return rc;
+}
+
+void vs_capture_sets_free(vs_capture_set_t *sets, size_t count)
+{
+    for (size_t index = 0; index < count; index++) {
+        free(sets[index].data);
+        memset(&sets[index], 0, sizeof sets[index]);
+    }
+}
