@@ -20,6 +20,17 @@
       - later it may send "FATAL" + reason once (chain mismatch, schema refused, store
         failure); nothing of the failing batch is committed; it then waits for $TERM;
       - "$TERM" stops it cleanly: the open batch is rolled back or committed whole.
+      - "POSITION" + stream answers four frames: "POSITION", the stream, the last seq applied
+        (the open batch included) and the last seq committed, both in decimal; the two numbers
+        are empty strings for an invalid stream name.
+
+    FATAL reasons: a chain mismatch ("chain mismatch on stream S at seq N: fork or corrupted
+    history"), a history that ends before the slave's position ("slave is at seq N of stream S
+    but the broker's history ends ..."), a table refused ("table 't': primary key (a) on the
+    slave, (a, b) on the master", a hostile or missing create_sql), a store failure (constraint,
+    I/O, full disk), or the broker refusing our FETCH (VS_EAUTH, VS_EVERSION). Malformed
+    messages are dropped with a rate-limited warning; a FETCH left unanswered for 3 s is sent
+    again; a gap in a live sequence or a heartbeat's head beyond the position starts a catch-up.
 */
 #ifndef VS_SUBSCRIBER_H_INCLUDED
 #define VS_SUBSCRIBER_H_INCLUDED

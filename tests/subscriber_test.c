@@ -1,7 +1,1380 @@
-/*  placeholder until the module's tests land.                                                */
+/*  subscriber_test.c - the subscriber: batched exactly-once apply, schema mapping, and the
+    actor's catch-up, live, gap and heartbeat handling against a small fake broker.          */
+#include <czmq.h>
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "apply.h"
 #include "testutil.h"
+#include "vs_proto.h"
+#include "vs_subscriber.h"
+
+/* ------------------------------------------------------------------------------------------
+    Helpers: histories of change sets and queries on the slave database.                      */
+
+#define S_MAX_SETS 256
+
+typedef struct {
+    uint64_t seq;
+    uint8_t hash[VS_HASH_SIZE];
+    uint8_t *data;
+    size_t size;
+} s_set_t;
+
+/*  A stream's history: sets 1..count, hash-chained.                                          */
+typedef struct {
+    const char *stream;
+    s_set_t sets[S_MAX_SETS];
+    size_t count;
+} s_history_t;
+
+static void s_history_add(s_history_t *history, uint8_t *data, size_t size)
+{
+    s_set_t *set = &history->sets[history->count];
+    uint8_t zero[VS_HASH_SIZE] = {0};
+    const uint8_t *previous = history->count ? history->sets[history->count - 1].hash : zero;
+    set->seq = history->count + 1;
+    set->data = data;
+    set->size = size;
+    vs_chain_next(previous, data, size, set->hash);
+    history->count++;
+}
+
+static void s_history_free(s_history_t *history)
+{
+    for (size_t index = 0; index < history->count; index++) {
+        free(history->sets[index].data);
+    }
+    history->count = 0;
+}
+
+static const char *const s_items_columns[] = {"id", "name", "score", "data"};
+static const uint32_t s_items_pk[] = {0};
+static const char *s_items_sql =
+    "CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB)";
+
+static vs_value_t s_integer(int64_t value)
+{
+    vs_value_t result = {.type = VS_INTEGER};
+    result.as.integer = value;
+    return result;
+}
+
+static vs_value_t s_real(double value)
+{
+    vs_value_t result = {.type = VS_REAL};
+    result.as.real = value;
+    return result;
+}
+
+static vs_value_t s_text(const char *value)
+{
+    vs_value_t result = {.type = VS_TEXT};
+    result.as.bytes.data = value;
+    result.as.bytes.size = strlen(value);
+    return result;
+}
+
+static vs_value_t s_blob(const void *value, size_t size)
+{
+    vs_value_t result = {.type = VS_BLOB};
+    result.as.bytes.data = value;
+    result.as.bytes.size = size;
+    return result;
+}
+
+static vs_value_t s_null(void)
+{
+    vs_value_t result = {.type = VS_NULL};
+    return result;
+}
+
+/*  A set of `items` upserts for ids first..last (name "n<id>-<tag>", score id/2, data 2 bytes),
+    then deletes of the ids in deletes (count delete_count).                                   */
+static void s_items_set(uint64_t version, uint32_t flags, int first, int last, const char *tag,
+                        const int *deletes, size_t delete_count, uint8_t **data, size_t *size)
+{
+    vs_changeset_writer_t *writer = vs_changeset_writer_new();
+    uint32_t table = 0;
+    int rc = vs_changeset_writer_add_table(writer, "items", s_items_sql, 4, s_items_columns, 1,
+                                           s_items_pk, &table);
+    VS_CHECK(rc == VS_OK);
+    for (int id = first; id <= last; id++) {
+        char name[64];
+        snprintf(name, sizeof name, "n%d-%s", id, tag);
+        uint8_t bytes[2] = {(uint8_t) id, 0};
+        vs_value_t values[4] = {s_integer(id), s_text(name), s_real(id / 2.0),
+                                s_blob(bytes, sizeof bytes)};
+        VS_CHECK(vs_changeset_writer_upsert(writer, table, 4, values) == VS_OK);
+    }
+    for (size_t index = 0; index < delete_count; index++) {
+        vs_value_t key = s_integer(deletes[index]);
+        VS_CHECK(vs_changeset_writer_delete(writer, table, 1, &key) == VS_OK);
+    }
+    rc = vs_changeset_writer_finish(writer, version, version, flags, data, size);
+    VS_CHECK(rc == VS_OK);
+    vs_changeset_writer_destroy(&writer);
+}
+
+/*  Runs a query returning one integer on a separate connection; -1 on any failure.           */
+static int64_t s_query_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    int64_t result = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 5000);
+        sqlite3_stmt *stmt = NULL;
+        if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK
+            && sqlite3_step(stmt) == SQLITE_ROW) {
+            result = sqlite3_column_int64(stmt, 0);
+        }
+        sqlite3_finalize(stmt);
+    }
+    sqlite3_close(db);
+    return result;
+}
+
+/*  One text result (into out), "" on failure.                                                 */
+static void s_query_text(const char *path, const char *sql, char *out, size_t out_size)
+{
+    sqlite3 *db = NULL;
+    out[0] = 0;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 5000);
+        sqlite3_stmt *stmt = NULL;
+        if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK
+            && sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_text(stmt, 0)) {
+            snprintf(out, out_size, "%s", (const char *) sqlite3_column_text(stmt, 0));
+        }
+        sqlite3_finalize(stmt);
+    }
+    sqlite3_close(db);
+}
+
+static int s_exec(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open(path, &db);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    }
+    sqlite3_close(db);
+    return rc;
+}
+
+static int64_t s_stored_seq(const char *path, const char *stream)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT seq FROM _versync_state WHERE stream = '%s'", stream);
+    return s_query_int(path, sql);
+}
+
+static char s_path[4096];
+
+static const char *s_db_path(const char *test)
+{
+    snprintf(s_path, sizeof s_path, "%s/slave.db", vs_test_dir(test));
+    return s_path;
+}
+
+static vs_apply_t *s_open(const char *path)
+{
+    vs_apply_t *store = NULL;
+    char why[256];
+    int rc = vs_apply_open(&store, path, NULL, 0, why, sizeof why);
+    if (rc != VS_OK) {
+        fprintf(stderr, "  open: %s\n", why);
+    }
+    return store;
+}
+
+/*  Applies a whole history of one stream, committing at the end.                              */
+static int s_apply_history(vs_apply_t *store, const s_history_t *history, size_t from,
+                           size_t to)
+{
+    for (size_t index = from; index < to; index++) {
+        const s_set_t *set = &history->sets[index];
+        int rc = vs_apply_set(store, history->stream, set->seq, set->hash, set->data, set->size,
+                              NULL);
+        if (rc != VS_OK) {
+            return rc;
+        }
+    }
+    return vs_apply_commit(store);
+}
+
+/* ------------------------------------------------------------------------------------------
+    The apply store.                                                                          */
+
+static void test_apply_commit(void)
+{
+    const char *path = s_db_path("apply_commit");
+    s_history_t history = {.stream = "orders"};
+    uint8_t *data;
+    size_t size;
+    s_items_set(1, VS_CHANGESET_CONSISTENT, 1, 10, "a", NULL, 0, &data, &size);
+    s_history_add(&history, data, size);
+    vs_apply_t *store = s_open(path);
+    VS_REQUIRE(store);
+    bool applied = false;
+    const s_set_t *set = &history.sets[0];
+    VS_CHECK(vs_apply_set(store, "orders", 1, set->hash, set->data, set->size, &applied) == VS_OK);
+    VS_CHECK(applied);
+    VS_CHECK(vs_apply_in_batch(store));
+    VS_CHECK(vs_apply_batch_rows(store) == 10);
+    VS_CHECK(vs_apply_consistent(store));
+    uint64_t seq = 99;
+    uint8_t hash[VS_HASH_SIZE];
+    VS_CHECK(vs_apply_position(store, "orders", &seq, hash) == VS_OK);
+    VS_CHECK(seq == 1 && memcmp(hash, set->hash, VS_HASH_SIZE) == 0);
+    VS_CHECK(vs_apply_committed_position(store, "orders", &seq, hash) == VS_OK);
+    VS_CHECK(seq == 0);
+    VS_CHECK(vs_apply_commit(store) == VS_OK);
+    VS_CHECK(!vs_apply_in_batch(store));
+    vs_apply_close(&store);
+    VS_CHECK(store == NULL);
+    vs_apply_close(&store);
+
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") == 10);
+    VS_CHECK(s_query_int(path, "SELECT typeof(id) = 'integer' AND typeof(name) = 'text'"
+                               " AND typeof(score) = 'real' AND typeof(data) = 'blob'"
+                               " FROM items WHERE id = 7")
+             == 1);
+    VS_CHECK(s_query_int(path, "SELECT score = 3.5 AND data = x'0700' AND name = 'n7-a'"
+                               " FROM items WHERE id = 7")
+             == 1);
+    VS_CHECK(s_stored_seq(path, "orders") == 1);
+    VS_CHECK(s_query_int(path, "SELECT length(hash) FROM _versync_state") == VS_HASH_SIZE);
+    char hex[2 * VS_HASH_SIZE + 1];
+    char stored[2 * VS_HASH_SIZE + 1];
+    vs_hash_hex(set->hash, hex);
+    s_query_text(path, "SELECT lower(hex(hash)) FROM _versync_state", stored, sizeof stored);
+    VS_CHECK(strcmp(hex, stored) == 0);
+    char mode[32];
+    s_query_text(path, "PRAGMA journal_mode", mode, sizeof mode);
+    VS_CHECK(strcmp(mode, "wal") == 0);
+
+    /*  Reopened: the position is back, the set is already there, and exact types survive NULL,
+        empty text and empty blob.                                                             */
+    store = s_open(path);
+    VS_REQUIRE(store);
+    VS_CHECK(vs_apply_position(store, "orders", &seq, hash) == VS_OK);
+    VS_CHECK(seq == 1 && memcmp(hash, set->hash, VS_HASH_SIZE) == 0);
+    VS_CHECK(vs_apply_set(store, "orders", 1, set->hash, set->data, set->size, &applied) == VS_OK);
+    VS_CHECK(!applied);
+    VS_CHECK(!vs_apply_in_batch(store));
+
+    vs_changeset_writer_t *writer = vs_changeset_writer_new();
+    uint32_t table = 0;
+    VS_CHECK(vs_changeset_writer_add_table(writer, "items", s_items_sql, 4, s_items_columns, 1,
+                                           s_items_pk, &table)
+             == VS_OK);
+    vs_value_t values[4] = {s_integer(-5), s_text(""), s_null(), s_blob(NULL, 0)};
+    VS_CHECK(vs_changeset_writer_upsert(writer, table, 4, values) == VS_OK);
+    vs_value_t big[4] = {s_integer(INT64_MAX), s_null(), s_real(-0.125), s_null()};
+    VS_CHECK(vs_changeset_writer_upsert(writer, table, 4, big) == VS_OK);
+    VS_CHECK(vs_changeset_writer_finish(writer, 2, 2, VS_CHANGESET_CONSISTENT, &data, &size)
+             == VS_OK);
+    vs_changeset_writer_destroy(&writer);
+    s_history_add(&history, data, size);
+    VS_CHECK(s_apply_history(store, &history, 1, 2) == VS_OK);
+    vs_apply_close(&store);
+    VS_CHECK(s_query_int(path, "SELECT typeof(name) = 'text' AND name = '' AND typeof(score) ="
+                               " 'null' AND typeof(data) = 'blob' AND length(data) = 0"
+                               " FROM items WHERE id = -5")
+             == 1);
+    VS_CHECK(s_query_int(path, "SELECT score = -0.125 FROM items WHERE id = 9223372036854775807")
+             == 1);
+    VS_CHECK(s_stored_seq(path, "orders") == 2);
+    s_history_free(&history);
+}
+
+/*  Applying without committing (a kill mid-batch) leaves the old rows and position;
+    applying again then gives each row exactly once.                                           */
+static void test_apply_kill_mid_batch(void)
+{
+    const char *path = s_db_path("apply_kill");
+    s_history_t history = {.stream = "s"};
+    for (int index = 0; index < 6; index++) {
+        uint8_t *data;
+        size_t size;
+        int deletes[1] = {(index - 1) * 10 + 1};
+        s_items_set((uint64_t) index + 1, VS_CHANGESET_CONSISTENT, index * 10 + 1,
+                    index * 10 + 10, "k", index > 0 ? deletes : NULL, index > 0 ? 1 : 0, &data,
+                    &size);
+        s_history_add(&history, data, size);
+    }
+    vs_apply_t *store = s_open(path);
+    VS_REQUIRE(store);
+    VS_CHECK(s_apply_history(store, &history, 0, 2) == VS_OK);
+    for (size_t index = 2; index < 5; index++) {
+        const s_set_t *set = &history.sets[index];
+        VS_CHECK(vs_apply_set(store, "s", set->seq, set->hash, set->data, set->size, NULL)
+                 == VS_OK);
+    }
+    uint64_t seq = 0;
+    VS_CHECK(vs_apply_position(store, "s", &seq, NULL) == VS_OK && seq == 5);
+    vs_apply_close(&store); /* no commit: like kill -9 */
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") == 19);
+    VS_CHECK(s_stored_seq(path, "s") == 2);
+
+    store = s_open(path);
+    VS_REQUIRE(store);
+    VS_CHECK(vs_apply_position(store, "s", &seq, NULL) == VS_OK && seq == 2);
+    /*  A replay from the start: 1 and 2 are skipped, 3..6 applied once.                        */
+    VS_CHECK(s_apply_history(store, &history, 0, 6) == VS_OK);
+    vs_apply_close(&store);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") == 60 - 5);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM items WHERE id IN (1, 11, 21, 31, 41)")
+             == 0);
+    VS_CHECK(s_stored_seq(path, "s") == 6);
+    s_history_free(&history);
+}
+
+static void test_apply_gap_and_chain(void)
+{
+    const char *path = s_db_path("apply_chain");
+    s_history_t history = {.stream = "s"};
+    for (int index = 0; index < 3; index++) {
+        uint8_t *data;
+        size_t size;
+        s_items_set((uint64_t) index + 1, VS_CHANGESET_CONSISTENT, index * 5 + 1, index * 5 + 5,
+                    "c", NULL, 0, &data, &size);
+        s_history_add(&history, data, size);
+    }
+    vs_apply_t *store = s_open(path);
+    VS_REQUIRE(store);
+    VS_CHECK(s_apply_history(store, &history, 0, 1) == VS_OK);
+    /*  A gap: set 3 after position 1 changes nothing.                                           */
+    const s_set_t *third = &history.sets[2];
+    VS_CHECK(vs_apply_set(store, "s", 3, third->hash, third->data, third->size, NULL) == VS_EGAP);
+    VS_CHECK(!vs_apply_in_batch(store));
+    /*  A wrong hash: refused, nothing written, the batch before it rolled back.                */
+    const s_set_t *second = &history.sets[1];
+    uint8_t wrong[VS_HASH_SIZE];
+    memcpy(wrong, second->hash, VS_HASH_SIZE);
+    wrong[0] ^= 1;
+    VS_CHECK(vs_apply_set(store, "s", 2, wrong, second->data, second->size, NULL) == VS_ECHAIN);
+    VS_CHECK(strstr(vs_apply_error(store), "chain mismatch on stream s at seq 2") != NULL);
+    VS_CHECK(!vs_apply_in_batch(store));
+    /*  The right hash with other bytes (a fork) is refused too.                                */
+    VS_CHECK(vs_apply_set(store, "s", 2, second->hash, third->data, third->size, NULL)
+             == VS_ECHAIN);
+    uint64_t seq = 0;
+    VS_CHECK(vs_apply_position(store, "s", &seq, NULL) == VS_OK && seq == 1);
+    VS_CHECK(vs_apply_commit(store) == VS_OK);
+    vs_apply_close(&store);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") == 5);
+    VS_CHECK(s_stored_seq(path, "s") == 1);
+
+    /*  A corrupt state row is reported, not trusted.                                          */
+    VS_CHECK(s_exec(path, "UPDATE _versync_state SET hash = x'00'") == SQLITE_OK);
+    store = s_open(path);
+    VS_REQUIRE(store);
+    VS_CHECK(vs_apply_position(store, "s", &seq, NULL) == VS_ESTORE);
+    VS_CHECK(vs_apply_position(store, "bad name!", &seq, NULL) == VS_EINVAL);
+    vs_apply_close(&store);
+    s_history_free(&history);
+}
+
+/*  A set of one row (1, 2, 3) for a table declared by name, create_sql, columns and pk.      */
+static int s_apply_table_set(vs_apply_t *store, const char *stream, uint64_t seq,
+                             uint8_t hash[VS_HASH_SIZE], const char *name, const char *sql,
+                             size_t column_count, const char *const *columns, size_t pk_count,
+                             const uint32_t *pk, const vs_value_t *values)
+{
+    vs_changeset_writer_t *writer = vs_changeset_writer_new();
+    uint32_t table = 0;
+    uint8_t *data = NULL;
+    size_t size = 0;
+    int rc = vs_changeset_writer_add_table(writer, name, sql, column_count, columns, pk_count, pk,
+                                           &table);
+    if (rc == VS_OK) {
+        rc = vs_changeset_writer_upsert(writer, table, column_count, values);
+    }
+    if (rc == VS_OK) {
+        rc = vs_changeset_writer_finish(writer, seq, seq, VS_CHANGESET_CONSISTENT, &data, &size);
+    }
+    vs_changeset_writer_destroy(&writer);
+    if (rc != VS_OK) {
+        return -1;
+    }
+    uint8_t next[VS_HASH_SIZE];
+    vs_chain_next(hash, data, size, next);
+    rc = vs_apply_set(store, stream, seq, next, data, size, NULL);
+    if (rc == VS_OK) {
+        rc = vs_apply_commit(store);
+    }
+    if (rc == VS_OK) {
+        memcpy(hash, next, VS_HASH_SIZE);
+    }
+    free(data);
+    return rc;
+}
+
+static void test_apply_create_table(void)
+{
+    const char *path = s_db_path("apply_create");
+    vs_apply_t *store = s_open(path);
+    VS_REQUIRE(store);
+    uint8_t hash[VS_HASH_SIZE] = {0};
+    uint64_t seq = 0;
+    const char *const columns[] = {"a", "b", "c"};
+    const uint32_t pk_ab[] = {0, 1};
+    const uint32_t pk_a[] = {0};
+    vs_value_t values[3] = {s_integer(1), s_text("two"), s_integer(3)};
+
+    /*  Composite key, WITHOUT ROWID, a quote in the name, AUTOINCREMENT.                      */
+    VS_CHECK(s_apply_table_set(store, "s", ++seq, hash, "pairs",
+                               "CREATE TABLE pairs(a INTEGER, b TEXT, c, PRIMARY KEY(a, b))"
+                               " WITHOUT ROWID",
+                               3, columns, 2, pk_ab, values)
+             == VS_OK);
+    VS_CHECK(s_apply_table_set(store, "s", ++seq, hash, "we\"ird",
+                               "CREATE TABLE \"we\"\"ird\"(a INTEGER PRIMARY KEY AUTOINCREMENT,"
+                               " b UNIQUE, c CHECK (length(c) > 0));",
+                               3, columns, 1, pk_a, values)
+             == VS_OK);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM pairs WHERE a = 1 AND b = 'two' AND c = 3")
+             == 1);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM \"we\"\"ird\" WHERE b = 'two'") == 1);
+    char sql[256];
+    s_query_text(path, "SELECT sql FROM sqlite_schema WHERE name = 'pairs'", sql, sizeof sql);
+    VS_CHECK(strstr(sql, "WITHOUT ROWID") != NULL);
+
+    /*  Hostile create_sql: refused, nothing created, nothing committed.                       */
+    const char *hostile[] = {
+        "CREATE TABLE t(a PRIMARY KEY, b, c); DROP TABLE pairs",
+        "CREATE TABLE other(a PRIMARY KEY, b, c)",
+        "CREATE TABLE t AS SELECT 1 AS a, 2 AS b, 3 AS c",
+        "CREATE TRIGGER t AFTER INSERT ON pairs BEGIN DELETE FROM pairs; END",
+        "ATTACH 'x.db' AS t",
+        "CREATE TEMP TABLE t(a PRIMARY KEY, b, c)",
+        "CREATE VIEW t AS SELECT * FROM pairs",
+        "PRAGMA writable_schema = 1",
+        "",
+        "CREATE TABLE t(a PRIMARY KEY, b, c);\n; CREATE TABLE x(a)",
+        "CREATE TABLE main.t(a PRIMARY KEY, b, c, d AS (load_extension('x')))",
+    };
+    for (size_t index = 0; index < sizeof hostile / sizeof hostile[0]; index++) {
+        int rc = s_apply_table_set(store, "s", seq + 1, hash, "t", hostile[index], 3, columns, 1,
+                                   pk_a, values);
+        VS_CHECK(rc == VS_ESCHEMA);
+        if (rc != VS_ESCHEMA) {
+            fprintf(stderr, "  accepted: %s\n", hostile[index]);
+        }
+        VS_CHECK(!vs_apply_in_batch(store));
+    }
+    /*  Reserved names are refused even when their create_sql is sound.                        */
+    VS_CHECK(s_apply_table_set(store, "s", seq + 1, hash, "sqlite_stat9",
+                               "CREATE TABLE sqlite_stat9(a PRIMARY KEY, b, c)", 3, columns, 1,
+                               pk_a, values)
+             == VS_ESCHEMA);
+    VS_CHECK(s_apply_table_set(store, "s", seq + 1, hash, "_versync_state",
+                               "CREATE TABLE _versync_state(a PRIMARY KEY, b, c)", 3, columns, 1,
+                               pk_a, values)
+             == VS_ESCHEMA);
+    vs_apply_close(&store);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM sqlite_schema WHERE name IN ('t', 'other')")
+             == 0);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger'") == 0);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM pairs") == 1);
+    VS_CHECK(s_stored_seq(path, "s") == 2);
+}
+
+/*  The slave table has a column the master lacks and lacks one the master has.               */
+static void test_apply_common_columns(void)
+{
+    const char *path = s_db_path("apply_columns");
+    VS_CHECK(s_exec(path, "CREATE TABLE items(ID INTEGER PRIMARY KEY, Name TEXT,"
+                          " local TEXT DEFAULT 'keep', data BLOB)")
+             == SQLITE_OK);
+    VS_CHECK(s_exec(path, "INSERT INTO items VALUES (2, 'old', 'mine', x'ff'),"
+                          " (7, 'gone', 'mine', x'00')")
+             == SQLITE_OK);
+    s_history_t history = {.stream = "s"};
+    uint8_t *data;
+    size_t size;
+    int deletes[] = {7};
+    s_items_set(1, VS_CHANGESET_CONSISTENT, 1, 5, "x", deletes, 1, &data, &size);
+    s_history_add(&history, data, size);
+    vs_apply_t *store = s_open(path);
+    VS_REQUIRE(store);
+    VS_CHECK(s_apply_history(store, &history, 0, 1) == VS_OK);
+    vs_apply_close(&store);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") == 5);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM items WHERE local = 'keep'") == 4);
+    VS_CHECK(s_query_int(path, "SELECT name = 'n2-x' AND local = 'mine' AND data = x'0200'"
+                               " FROM items WHERE id = 2")
+             == 1);
+    s_history_free(&history);
+}
+
+/*  A different primary key is refused and nothing of the batch is committed.                 */
+static void test_apply_primary_key_mismatch(void)
+{
+    const char *path = s_db_path("apply_pk");
+    VS_CHECK(s_exec(path, "CREATE TABLE items(id INTEGER, name TEXT, score REAL, data BLOB,"
+                          " PRIMARY KEY (name, id))")
+             == SQLITE_OK);
+    VS_CHECK(s_exec(path, "CREATE TABLE other(k PRIMARY KEY, v)") == SQLITE_OK);
+    vs_apply_t *store = s_open(path);
+    VS_REQUIRE(store);
+    uint8_t hash[VS_HASH_SIZE] = {0};
+    const char *const columns[] = {"k", "v"};
+    const uint32_t pk[] = {0};
+    vs_value_t values[2] = {s_integer(1), s_text("v")};
+    /*  A first set that is fine stays in the open batch ...                                   */
+    vs_changeset_writer_t *writer = vs_changeset_writer_new();
+    uint32_t table = 0;
+    VS_CHECK(vs_changeset_writer_add_table(writer, "other", "CREATE TABLE other(k PRIMARY KEY, v)",
+                                           2, columns, 1, pk, &table)
+             == VS_OK);
+    VS_CHECK(vs_changeset_writer_upsert(writer, table, 2, values) == VS_OK);
+    uint8_t *data;
+    size_t size;
+    VS_CHECK(vs_changeset_writer_finish(writer, 1, 1, VS_CHANGESET_CONSISTENT, &data, &size)
+             == VS_OK);
+    vs_changeset_writer_destroy(&writer);
+    uint8_t first_hash[VS_HASH_SIZE];
+    vs_chain_next(hash, data, size, first_hash);
+    VS_CHECK(vs_apply_set(store, "s", 1, first_hash, data, size, NULL) == VS_OK);
+    free(data);
+    /*  ... and goes with the failing one.                                                     */
+    s_items_set(2, VS_CHANGESET_CONSISTENT, 1, 3, "p", NULL, 0, &data, &size);
+    uint8_t second_hash[VS_HASH_SIZE];
+    vs_chain_next(first_hash, data, size, second_hash);
+    VS_CHECK(vs_apply_set(store, "s", 2, second_hash, data, size, NULL) == VS_ESCHEMA);
+    VS_CHECK(strstr(vs_apply_error(store),
+                    "table 'items': primary key (name, id) on the slave, (id) on the master")
+             != NULL);
+    free(data);
+    VS_CHECK(!vs_apply_in_batch(store));
+    uint64_t seq = 9;
+    VS_CHECK(vs_apply_position(store, "s", &seq, NULL) == VS_OK && seq == 0);
+    VS_CHECK(vs_apply_commit(store) == VS_OK);
+    vs_apply_close(&store);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM other") == 0);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") == 0);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM _versync_state") == 0);
+}
+
+/*  One snapshot split over three sets: only the last is CONSISTENT. The batch must not be
+    committed before it, and a kill in the middle keeps the old state.                         */
+static void test_apply_split_snapshot(void)
+{
+    const char *path = s_db_path("apply_split");
+    s_history_t history = {.stream = "s"};
+    uint8_t *data;
+    size_t size;
+    s_items_set(1, VS_CHANGESET_CONSISTENT, 1, 3, "old", NULL, 0, &data, &size);
+    s_history_add(&history, data, size);
+    s_items_set(2, 0, 1, 100, "new", NULL, 0, &data, &size);
+    s_history_add(&history, data, size);
+    s_items_set(3, 0, 101, 200, "new", NULL, 0, &data, &size);
+    s_history_add(&history, data, size);
+    s_items_set(4, VS_CHANGESET_CONSISTENT, 201, 300, "new", NULL, 0, &data, &size);
+    s_history_add(&history, data, size);
+
+    vs_apply_t *store = s_open(path);
+    VS_REQUIRE(store);
+    VS_CHECK(s_apply_history(store, &history, 0, 1) == VS_OK);
+    for (size_t index = 1; index < 3; index++) {
+        const s_set_t *set = &history.sets[index];
+        VS_CHECK(vs_apply_set(store, "s", set->seq, set->hash, set->data, set->size, NULL)
+                 == VS_OK);
+        VS_CHECK(!vs_apply_consistent(store));
+        VS_CHECK(vs_apply_commit(store) == VS_EINVAL);
+        VS_CHECK(vs_apply_in_batch(store));
+    }
+    vs_apply_close(&store);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") == 3);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM items WHERE name LIKE '%-old'") == 3);
+    VS_CHECK(s_stored_seq(path, "s") == 1);
+
+    store = s_open(path);
+    VS_REQUIRE(store);
+    for (size_t index = 1; index < 4; index++) {
+        const s_set_t *set = &history.sets[index];
+        VS_CHECK(vs_apply_set(store, "s", set->seq, set->hash, set->data, set->size, NULL)
+                 == VS_OK);
+    }
+    VS_CHECK(vs_apply_consistent(store));
+    VS_CHECK(vs_apply_batch_sets(store) == 3 && vs_apply_batch_rows(store) == 300);
+    VS_CHECK(vs_apply_commit(store) == VS_OK);
+    vs_apply_close(&store);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM items WHERE name LIKE '%-new'") == 300);
+    VS_CHECK(s_stored_seq(path, "s") == 4);
+    s_history_free(&history);
+}
+
+/*  Two streams into one database; one batch holds both and commits only when both are
+    consistent.                                                                                */
+static void test_apply_two_streams(void)
+{
+    const char *path = s_db_path("apply_streams");
+    s_history_t first = {.stream = "alpha"};
+    s_history_t second = {.stream = "beta"};
+    uint8_t *data;
+    size_t size;
+    s_items_set(1, VS_CHANGESET_CONSISTENT, 1, 10, "a", NULL, 0, &data, &size);
+    s_history_add(&first, data, size);
+    s_items_set(1, 0, 11, 20, "b", NULL, 0, &data, &size);
+    s_history_add(&second, data, size);
+    s_items_set(2, VS_CHANGESET_CONSISTENT, 21, 30, "b", NULL, 0, &data, &size);
+    s_history_add(&second, data, size);
+    vs_apply_t *store = s_open(path);
+    VS_REQUIRE(store);
+    const s_set_t *set = &first.sets[0];
+    VS_CHECK(vs_apply_set(store, "alpha", 1, set->hash, set->data, set->size, NULL) == VS_OK);
+    set = &second.sets[0];
+    VS_CHECK(vs_apply_set(store, "beta", 1, set->hash, set->data, set->size, NULL) == VS_OK);
+    VS_CHECK(!vs_apply_consistent(store));
+    set = &second.sets[1];
+    VS_CHECK(vs_apply_set(store, "beta", 2, set->hash, set->data, set->size, NULL) == VS_OK);
+    VS_CHECK(vs_apply_consistent(store));
+    VS_CHECK(vs_apply_commit(store) == VS_OK);
+    vs_apply_close(&store);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") == 30);
+    VS_CHECK(s_stored_seq(path, "alpha") == 1);
+    VS_CHECK(s_stored_seq(path, "beta") == 2);
+    s_history_free(&first);
+    s_history_free(&second);
+}
+
+/*  DELETE, and a primary key change as DELETE of the old key plus UPSERT of the new; the
+    table filter skips what it does not name.                                                   */
+static void test_apply_delete_and_filter(void)
+{
+    const char *path = s_db_path("apply_delete");
+    vs_apply_t *store = s_open(path);
+    VS_REQUIRE(store);
+    uint8_t hash[VS_HASH_SIZE] = {0};
+    const char *const columns[] = {"a", "b"};
+    const uint32_t pk[] = {0, 1};
+    const char *sql = "CREATE TABLE kv(a, b, PRIMARY KEY (a, b))";
+    vs_value_t row[2] = {s_integer(1), s_text("x")};
+    VS_CHECK(s_apply_table_set(store, "s", 1, hash, "kv", sql, 2, columns, 2, pk, row) == VS_OK);
+    /*  (1, 'x') becomes (2, 'x'); (1, 'y') is deleted though absent.                          */
+    vs_changeset_writer_t *writer = vs_changeset_writer_new();
+    uint32_t table = 0;
+    VS_CHECK(vs_changeset_writer_add_table(writer, "kv", sql, 2, columns, 2, pk, &table) == VS_OK);
+    VS_CHECK(vs_changeset_writer_delete(writer, table, 2, row) == VS_OK);
+    vs_value_t moved[2] = {s_integer(2), s_text("x")};
+    VS_CHECK(vs_changeset_writer_upsert(writer, table, 2, moved) == VS_OK);
+    vs_value_t absent[2] = {s_integer(1), s_text("y")};
+    VS_CHECK(vs_changeset_writer_delete(writer, table, 2, absent) == VS_OK);
+    uint8_t *data;
+    size_t size;
+    VS_CHECK(vs_changeset_writer_finish(writer, 2, 2, VS_CHANGESET_CONSISTENT, &data, &size)
+             == VS_OK);
+    vs_changeset_writer_destroy(&writer);
+    uint8_t next[VS_HASH_SIZE];
+    vs_chain_next(hash, data, size, next);
+    VS_CHECK(vs_apply_set(store, "s", 2, next, data, size, NULL) == VS_OK);
+    VS_CHECK(vs_apply_commit(store) == VS_OK);
+    free(data);
+    vs_apply_close(&store);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM kv") == 1);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM kv WHERE a = 2 AND b = 'x'") == 1);
+
+    /*  With a filter naming only "items", "kv" changes are skipped but the position moves.     */
+    const char *const only[] = {"ITEMS"};
+    char why[256];
+    VS_CHECK(vs_apply_open(&store, path, only, 1, why, sizeof why) == VS_OK);
+    VS_REQUIRE(store);
+    memcpy(hash, next, VS_HASH_SIZE);
+    vs_value_t other[2] = {s_integer(3), s_text("z")};
+    VS_CHECK(s_apply_table_set(store, "s", 3, hash, "kv", sql, 2, columns, 2, pk, other) == VS_OK);
+    vs_apply_close(&store);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM kv") == 1);
+    VS_CHECK(s_stored_seq(path, "s") == 3);
+}
+
+/*  A store failure (a NOT NULL column the master does not fill) rolls everything back.       */
+static void test_apply_store_error(void)
+{
+    const char *path = s_db_path("apply_error");
+    VS_CHECK(s_exec(path, "CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT,"
+                          " required TEXT NOT NULL)")
+             == SQLITE_OK);
+    s_history_t history = {.stream = "s"};
+    uint8_t *data;
+    size_t size;
+    s_items_set(1, VS_CHANGESET_CONSISTENT, 1, 3, "e", NULL, 0, &data, &size);
+    s_history_add(&history, data, size);
+    vs_apply_t *store = s_open(path);
+    VS_REQUIRE(store);
+    const s_set_t *set = &history.sets[0];
+    VS_CHECK(vs_apply_set(store, "s", 1, set->hash, set->data, set->size, NULL) == VS_ESTORE);
+    VS_CHECK(strstr(vs_apply_error(store), "table 'items'") != NULL);
+    VS_CHECK(!vs_apply_in_batch(store));
+    /*  Bad bytes with a matching hash are refused as a malformed set.                          */
+    uint8_t junk[3] = {0x93, 0xc1, 0x00};
+    uint8_t zero[VS_HASH_SIZE] = {0};
+    uint8_t junk_hash[VS_HASH_SIZE];
+    vs_chain_next(zero, junk, sizeof junk, junk_hash);
+    VS_CHECK(vs_apply_set(store, "s", 1, junk_hash, junk, sizeof junk, NULL) == VS_EPROTO);
+    vs_apply_close(&store);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") == 0);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM _versync_state") == 0);
+
+    /*  Not a database at all: a clear error at open.                                          */
+    char bogus[4200];
+    snprintf(bogus, sizeof bogus, "%s.bogus", path);
+    FILE *file = fopen(bogus, "w");
+    VS_REQUIRE(file);
+    fputs("this is not an sqlite database, not at all, it is text...........................",
+          file);
+    fclose(file);
+    char why[256] = "";
+    VS_CHECK(vs_apply_open(&store, bogus, NULL, 0, why, sizeof why) == VS_ESTORE);
+    VS_CHECK(store == NULL);
+    VS_CHECK(strlen(why) > 0);
+    s_history_free(&history);
+}
+
+/* ------------------------------------------------------------------------------------------
+    The actor against a fake broker: a ROUTER serving FETCH from in-memory histories and an
+    XPUB (so the test sees the subscription arrive) sending LIVE and HEARTBEAT, both CURVE
+    servers without a ZAP handler, so they take any client key.                               */
+
+typedef struct {
+    zsock_t *router;
+    zsock_t *xpub;
+    char request_endpoint[64];
+    char live_endpoint[64];
+    s_history_t *histories[2];
+    size_t visible[2];     /* the broker's head per history        */
+    size_t history_count;
+    size_t chunk_entries;  /* entries per CHUNK at most            */
+    int ignore_fetches;    /* FETCHes to leave unanswered          */
+    size_t fetches;        /* FETCHes received                     */
+    size_t subscriptions;  /* subscriptions seen on the XPUB       */
+    char fatal[512];       /* FATAL reason from the actor, if any  */
+    zactor_t *actor;       /* asked POSITION by s_position_is      */
+    bool position_asked;
+    int64_t applied;       /* the last POSITION answer             */
+    int64_t committed;
+} s_fake_t;
+
+static bool s_fake_start(s_fake_t *fake, zcert_t *cert)
+{
+    fake->router = zsock_new(ZMQ_ROUTER);
+    fake->xpub = zsock_new(ZMQ_XPUB);
+    if (!fake->router || !fake->xpub) {
+        return false;
+    }
+    zsock_t *sockets[2] = {fake->router, fake->xpub};
+    char *endpoints[2] = {fake->request_endpoint, fake->live_endpoint};
+    for (int index = 0; index < 2; index++) {
+        zcert_apply(cert, sockets[index]);
+        zsock_set_curve_server(sockets[index], 1);
+        zsock_set_linger(sockets[index], 0);
+        int port = zsock_bind(sockets[index], "tcp://127.0.0.1:*");
+        if (port <= 0) {
+            return false;
+        }
+        snprintf(endpoints[index], 64, "tcp://127.0.0.1:%d", port);
+    }
+    return true;
+}
+
+static void s_fake_stop(s_fake_t *fake)
+{
+    zsock_destroy(&fake->router);
+    zsock_destroy(&fake->xpub);
+}
+
+static s_history_t *s_fake_history(s_fake_t *fake, vs_bytes_t stream, size_t *index_p)
+{
+    for (size_t index = 0; index < fake->history_count; index++) {
+        if (vs_bytes_equal(stream, fake->histories[index]->stream)) {
+            *index_p = index;
+            return fake->histories[index];
+        }
+    }
+    return NULL;
+}
+
+static const uint8_t *s_head_hash(const s_history_t *history, size_t head)
+{
+    static const uint8_t zero[VS_HASH_SIZE] = {0};
+    return head ? history->sets[head - 1].hash : zero;
+}
+
+static void s_fake_reply(s_fake_t *fake, zframe_t *identity, const vs_msg_t *reply)
+{
+    uint8_t *data = NULL;
+    size_t size = 0;
+    VS_CHECK(vs_msg_encode(reply, &data, &size) == VS_OK);
+    zframe_send(&identity, fake->router, ZFRAME_MORE | ZFRAME_REUSE);
+    zmq_send(zsock_resolve(fake->router), data, size, 0);
+    free(data);
+}
+
+static void s_fake_serve(s_fake_t *fake)
+{
+    zmsg_t *request = zmsg_recv(fake->router);
+    if (!request) {
+        return;
+    }
+    zframe_t *identity = zmsg_first(request);
+    zframe_t *body = zmsg_next(request);
+    vs_msg_t msg;
+    const char *why = NULL;
+    if (!body || vs_msg_decode(&msg, zframe_data(body), zframe_size(body), &why) != VS_OK) {
+        VS_CHECK(!"the subscriber sent a malformed request");
+        zmsg_destroy(&request);
+        return;
+    }
+    VS_CHECK(msg.command == VS_CMD_FETCH);
+    fake->fetches++;
+    size_t index = 0;
+    s_history_t *history = s_fake_history(fake, msg.stream, &index);
+    vs_msg_t reply;
+    memset(&reply, 0, sizeof reply);
+    reply.request_id = msg.request_id;
+    vs_entry_t entries[64];
+    if (fake->ignore_fetches > 0) {
+        fake->ignore_fetches--;
+    } else if (!history) {
+        VS_CHECK(!"FETCH of an unknown stream");
+    } else if (msg.since > fake->visible[index]) {
+        reply.command = VS_CMD_ERROR;
+        reply.code = VS_EBEHIND;
+        reply.reason.data = "since is beyond the head";
+        reply.reason.size = strlen(reply.reason.data);
+        s_fake_reply(fake, identity, &reply);
+    } else {
+        reply.command = VS_CMD_CHUNK;
+        reply.stream = msg.stream;
+        reply.head = fake->visible[index];
+        reply.hash.data = (const char *) s_head_hash(history, reply.head);
+        reply.hash.size = VS_HASH_SIZE;
+        reply.entries = entries;
+        for (uint64_t seq = msg.since + 1;
+             seq <= reply.head && reply.entry_count < fake->chunk_entries && reply.entry_count < 64;
+             seq++) {
+            const s_set_t *set = &history->sets[seq - 1];
+            vs_entry_t *entry = &entries[reply.entry_count++];
+            entry->seq = set->seq;
+            entry->hash.data = (const char *) set->hash;
+            entry->hash.size = VS_HASH_SIZE;
+            entry->changeset.data = (const char *) set->data;
+            entry->changeset.size = set->size;
+        }
+        s_fake_reply(fake, identity, &reply);
+    }
+    vs_msg_clear(&msg);
+    zmsg_destroy(&request);
+}
+
+static void s_fake_send_live(s_fake_t *fake, const vs_msg_t *msg)
+{
+    char topic[VS_MAX_STREAM_NAME + 2];
+    size_t topic_size = vs_live_topic(msg->stream.data, msg->stream.size, topic, sizeof topic);
+    uint8_t *data = NULL;
+    size_t size = 0;
+    VS_CHECK(vs_msg_encode(msg, &data, &size) == VS_OK);
+    zmq_send(zsock_resolve(fake->xpub), topic, topic_size, ZMQ_SNDMORE);
+    zmq_send(zsock_resolve(fake->xpub), data, size, 0);
+    free(data);
+}
+
+/*  Publishes set seq of the history live.                                                     */
+static void s_fake_live(s_fake_t *fake, const s_history_t *history, uint64_t seq)
+{
+    const s_set_t *set = &history->sets[seq - 1];
+    vs_msg_t msg;
+    memset(&msg, 0, sizeof msg);
+    msg.command = VS_CMD_LIVE;
+    msg.stream.data = history->stream;
+    msg.stream.size = strlen(history->stream);
+    msg.seq = seq;
+    msg.hash.data = (const char *) set->hash;
+    msg.hash.size = VS_HASH_SIZE;
+    msg.changeset.data = (const char *) set->data;
+    msg.changeset.size = set->size;
+    s_fake_send_live(fake, &msg);
+}
+
+static void s_fake_heartbeat(s_fake_t *fake, const s_history_t *history, uint64_t head)
+{
+    vs_msg_t msg;
+    memset(&msg, 0, sizeof msg);
+    msg.command = VS_CMD_HEARTBEAT;
+    msg.stream.data = history->stream;
+    msg.stream.size = strlen(history->stream);
+    msg.head = head;
+    msg.hash.data = (const char *) s_head_hash(history, head);
+    msg.hash.size = VS_HASH_SIZE;
+    s_fake_send_live(fake, &msg);
+}
+
+typedef bool(s_condition_fn)(s_fake_t *fake, const char *path);
+
+/*  Serves the broker sockets and watches the actor until done() holds or timeout_ms pass.   */
+static bool s_pump_until(s_fake_t *fake, zactor_t *actor, const char *path, s_condition_fn *done,
+                         int timeout_ms)
+{
+    zpoller_t *poller = zpoller_new(fake->router, fake->xpub, actor, NULL);
+    int64_t deadline = zclock_mono() + timeout_ms;
+    bool result = false;
+    while (!result && zclock_mono() < deadline) {
+        void *which = zpoller_wait(poller, 10);
+        if (which == fake->router) {
+            s_fake_serve(fake);
+        } else if (which == fake->xpub) {
+            zframe_t *frame = zframe_recv(fake->xpub);
+            if (frame && zframe_size(frame) > 0 && zframe_data(frame)[0] == 1) {
+                fake->subscriptions++;
+            }
+            zframe_destroy(&frame);
+        } else if (which == actor) {
+            char *command = NULL;
+            char *reason = NULL;
+            char *applied = NULL;
+            char *committed = NULL;
+            zstr_recvx(actor, &command, &reason, &applied, &committed, NULL);
+            if (command && streq(command, "FATAL")) {
+                snprintf(fake->fatal, sizeof fake->fatal, "%s", reason ? reason : "");
+            } else if (command && streq(command, "POSITION") && applied && committed) {
+                fake->applied = *applied ? atoll(applied) : -1;
+                fake->committed = *committed ? atoll(committed) : -1;
+                fake->position_asked = false;
+            }
+            zstr_free(&command);
+            zstr_free(&reason);
+            zstr_free(&applied);
+            zstr_free(&committed);
+        }
+        result = done(fake, path);
+    }
+    zpoller_destroy(&poller);
+    return result;
+}
+
+static uint64_t s_wanted_seq;
+static const char *s_wanted_stream;
+
+static bool s_reached(s_fake_t *fake, const char *path)
+{
+    (void) fake;
+    return s_stored_seq(path, s_wanted_stream) == (int64_t) s_wanted_seq;
+}
+
+static bool s_reached_and_subscribed(s_fake_t *fake, const char *path)
+{
+    return fake->subscriptions >= fake->history_count && s_reached(fake, path);
+}
+
+/*  Asks the actor for the position of s_wanted_stream; true once it has applied
+    s_wanted_seq (committed or not).                                                           */
+static bool s_applied(s_fake_t *fake, const char *path)
+{
+    (void) path;
+    if (fake->applied == (int64_t) s_wanted_seq) {
+        return true;
+    }
+    if (!fake->position_asked) {
+        zstr_sendx(fake->actor, "POSITION", s_wanted_stream, NULL);
+        fake->position_asked = true;
+    }
+    return false;
+}
+
+static bool s_fatal_seen(s_fake_t *fake, const char *path)
+{
+    (void) path;
+    return fake->fatal[0] != 0;
+}
+
+static void s_test_log(void *arg, vs_log_level_t level, const char *line)
+{
+    (void) arg;
+    if (level <= VS_LOG_INFO) {
+        fprintf(stderr, "    [subscriber] %s\n", line);
+    }
+}
+
+/*  A digest of a table's rows: every value with its type, in key order.                    */
+static void s_table_digest(const char *path, const char *table, char *out, size_t out_size)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) || '/' || coalesce(group_concat(row, ';'), '') FROM"
+             " (SELECT quote(id) || ',' || quote(name) || ',' || quote(score) || ',' ||"
+             " quote(data) AS row FROM %s ORDER BY id)",
+             table);
+    s_query_text(path, sql, out, out_size);
+}
+
+/*  The history of stream "orders": set k upserts ids 3k-2..3k and deletes id 3k-5.           */
+static void s_orders_history(s_history_t *history, size_t count, const char *tag)
+{
+    for (size_t k = 1; k <= count; k++) {
+        uint8_t *data;
+        size_t size;
+        int deletes[1] = {(int) (3 * k) - 5};
+        s_items_set(k, VS_CHANGESET_CONSISTENT, (int) (3 * k - 2), (int) (3 * k), tag,
+                    k > 2 ? deletes : NULL, k > 2 ? 1 : 0, &data, &size);
+        s_history_add(history, data, size);
+    }
+}
+
+/*  The history of stream "stock", into table "stock", with one snapshot split over 3 sets.  */
+static void s_stock_history(s_history_t *history, size_t count)
+{
+    const char *const columns[] = {"id", "name", "score", "data"};
+    const uint32_t pk[] = {0};
+    for (size_t k = 1; k <= count; k++) {
+        vs_changeset_writer_t *writer = vs_changeset_writer_new();
+        uint32_t table = 0;
+        VS_CHECK(vs_changeset_writer_add_table(writer, "stock",
+                                               "CREATE TABLE stock(id INTEGER PRIMARY KEY,"
+                                               " name TEXT, score REAL, data BLOB)",
+                                               4, columns, 1, pk, &table)
+                 == VS_OK);
+        for (int row = 0; row < 5; row++) {
+            char name[32];
+            snprintf(name, sizeof name, "stock-%zu", k);
+            vs_value_t values[4] = {s_integer((int64_t) k * 100 + row), s_text(name),
+                                    s_real((double) row), s_null()};
+            VS_CHECK(vs_changeset_writer_upsert(writer, table, 4, values) == VS_OK);
+        }
+        uint32_t flags = k == 5 || k == 6 ? 0 : VS_CHANGESET_CONSISTENT;
+        uint8_t *data;
+        size_t size;
+        VS_CHECK(vs_changeset_writer_finish(writer, k, k, flags, &data, &size) == VS_OK);
+        vs_changeset_writer_destroy(&writer);
+        s_history_add(history, data, size);
+    }
+}
+
+static zactor_t *s_start_subscriber(s_fake_t *fake, zcert_t *server, zcert_t *client,
+                                    const char *path, const char *const *streams,
+                                    size_t stream_count, char *reply, size_t reply_size)
+{
+    vs_subscriber_config_t config;
+    memset(&config, 0, sizeof config);
+    config.db_path = path;
+    config.broker_endpoint = fake->request_endpoint;
+    config.live_endpoint = fake->live_endpoint;
+    config.broker_public_key = zcert_public_txt(server);
+    config.cert = client;
+    config.streams = streams;
+    config.stream_count = stream_count;
+    config.logger.fn = s_test_log;
+    zactor_t *actor = zactor_new(vs_subscriber_actor, &config);
+    if (!actor) {
+        return NULL;
+    }
+    char *status = zstr_recv(actor);
+    snprintf(reply, reply_size, "%s", status ? status : "");
+    if (status && streq(status, "ERROR")) {
+        char *reason = zstr_recv(actor);
+        snprintf(reply, reply_size, "ERROR %s", reason ? reason : "");
+        zstr_free(&reason);
+    }
+    zstr_free(&status);
+    return actor;
+}
+
+static void test_actor_catch_up_and_live(void)
+{
+    const char *dir = vs_test_dir("actor_live");
+    char path[4200];
+    char reference[4200];
+    snprintf(path, sizeof path, "%s/slave.db", dir);
+    snprintf(reference, sizeof reference, "%s/reference.db", dir);
+    static s_history_t orders = {.stream = "orders"};
+    static s_history_t stock = {.stream = "stock"};
+    s_orders_history(&orders, 40, "o");
+    s_stock_history(&stock, 12);
+
+    zcert_t *server = zcert_new();
+    zcert_t *client = zcert_new();
+    s_fake_t fake;
+    memset(&fake, 0, sizeof fake);
+    fake.histories[0] = &orders;
+    fake.histories[1] = &stock;
+    fake.history_count = 2;
+    fake.visible[0] = 30;
+    fake.visible[1] = 12;
+    fake.chunk_entries = 7;
+    fake.ignore_fetches = 1; /* the first FETCH is lost: the subscriber must ask again */
+    VS_REQUIRE(s_fake_start(&fake, server));
+
+    const char *const streams[] = {"orders", "stock"};
+    char reply[600];
+    zactor_t *actor = s_start_subscriber(&fake, server, client, path, streams, 2, reply,
+                                         sizeof reply);
+    VS_REQUIRE(actor);
+    VS_CHECK(streq(reply, "OK"));
+
+    /*  Catch-up: 30 sets of orders in chunks of 7, 12 of stock (with a split snapshot).       */
+    s_wanted_stream = "stock";
+    s_wanted_seq = 12;
+    VS_CHECK(s_pump_until(&fake, actor, path, s_reached, 20000));
+    s_wanted_stream = "orders";
+    s_wanted_seq = 30;
+    VS_CHECK(s_pump_until(&fake, actor, path, s_reached_and_subscribed, 20000));
+    VS_CHECK(fake.fetches >= 30 / 7 + 1 + 1);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM stock") == 60);
+
+    /*  Live: 31 arrives on the live socket and needs no FETCH.                                */
+    size_t fetches = fake.fetches;
+    fake.visible[0] = 31;
+    s_fake_live(&fake, &orders, 31);
+    s_wanted_seq = 31;
+    VS_CHECK(s_pump_until(&fake, actor, path, s_reached, 10000));
+    VS_CHECK(fake.fetches == fetches);
+
+    /*  Malformed live traffic is dropped without harm.                                        */
+    zsock_t *xpub = fake.xpub;
+    zstr_sendx(xpub, "orders", "x", "y", NULL);                   /* 3 frames, wrong topic */
+    zmq_send(zsock_resolve(xpub), "orders\0", 7, ZMQ_SNDMORE);   /* garbage body          */
+    zmq_send(zsock_resolve(xpub), "\x93\x01", 2, 0);
+    zmq_send(zsock_resolve(xpub), "orders\0", 7, ZMQ_SNDMORE);   /* three frames          */
+    zmq_send(zsock_resolve(xpub), "a", 1, ZMQ_SNDMORE);
+    zmq_send(zsock_resolve(xpub), "b", 1, 0);
+    zmq_send(zsock_resolve(xpub), "orders\0", 7, 0);              /* one frame             */
+    {
+        /*  A LIVE of stream "stock" under the topic of "orders".                              */
+        const s_set_t *set = &stock.sets[0];
+        vs_msg_t msg;
+        memset(&msg, 0, sizeof msg);
+        msg.command = VS_CMD_LIVE;
+        msg.stream.data = "stock";
+        msg.stream.size = 5;
+        msg.seq = 13;
+        msg.hash.data = (const char *) set->hash;
+        msg.hash.size = VS_HASH_SIZE;
+        msg.changeset.data = (const char *) set->data;
+        msg.changeset.size = set->size;
+        uint8_t *data = NULL;
+        size_t size = 0;
+        VS_CHECK(vs_msg_encode(&msg, &data, &size) == VS_OK);
+        zmq_send(zsock_resolve(xpub), "orders\0", 7, ZMQ_SNDMORE);
+        zmq_send(zsock_resolve(xpub), data, size, 0);
+        free(data);
+    }
+
+    /*  A dropped live message: 32 never sent, 33 reveals the gap, FETCH repairs it.           */
+    fake.visible[0] = 33;
+    s_fake_live(&fake, &orders, 33);
+    s_wanted_seq = 33;
+    VS_CHECK(s_pump_until(&fake, actor, path, s_reached, 10000));
+    VS_CHECK(fake.fetches > fetches);
+
+    /*  A lost tail: 34 and 35 never sent live; the heartbeat's head reveals them.            */
+    fetches = fake.fetches;
+    fake.visible[0] = 35;
+    s_fake_heartbeat(&fake, &orders, 35);
+    s_wanted_seq = 35;
+    VS_CHECK(s_pump_until(&fake, actor, path, s_reached, 10000));
+    VS_CHECK(fake.fetches > fetches);
+
+    /*  Live sets that arrive while the stream catches up are buffered and applied after it:
+        the FETCH for 36 goes unanswered, 37 and 38 arrive live meanwhile, and the answer to the
+        FETCH sent again stops at 36.                                                          */
+    fetches = fake.fetches;
+    fake.ignore_fetches = 1;
+    fake.visible[0] = 36;
+    s_fake_heartbeat(&fake, &orders, 36);
+    s_fake_live(&fake, &orders, 37);
+    s_fake_live(&fake, &orders, 38);
+    s_wanted_seq = 38;
+    VS_CHECK(s_pump_until(&fake, actor, path, s_reached, 10000));
+    VS_CHECK(fake.fetches == fetches + 2);
+
+    /*  A burst of live sets, and a heartbeat at the head that changes nothing.                */
+    fake.visible[0] = 40;
+    for (uint64_t seq = 39; seq <= 40; seq++) {
+        s_fake_live(&fake, &orders, seq);
+    }
+    s_fake_heartbeat(&fake, &orders, 40);
+    s_wanted_seq = 40;
+    VS_CHECK(s_pump_until(&fake, actor, path, s_reached, 10000));
+    VS_CHECK(fake.fatal[0] == 0);
+    zactor_destroy(&actor);
+
+    /*  The slave holds exactly what the histories say, row by row.                            */
+    vs_apply_t *store = s_open(reference);
+    VS_REQUIRE(store);
+    VS_CHECK(s_apply_history(store, &orders, 0, 40) == VS_OK);
+    VS_CHECK(s_apply_history(store, &stock, 0, 12) == VS_OK);
+    vs_apply_close(&store);
+    static char got[65536];
+    static char want[65536];
+    s_table_digest(path, "items", got, sizeof got);
+    s_table_digest(reference, "items", want, sizeof want);
+    VS_CHECK(strlen(want) > 10 && strcmp(got, want) == 0);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") == 120 - 38);
+    s_table_digest(path, "stock", got, sizeof got);
+    s_table_digest(reference, "stock", want, sizeof want);
+    VS_CHECK(strlen(want) > 10 && strcmp(got, want) == 0);
+    VS_CHECK(s_stored_seq(path, "orders") == 40);
+    VS_CHECK(s_stored_seq(path, "stock") == 12);
+
+    s_fake_stop(&fake);
+    zcert_destroy(&server);
+    zcert_destroy(&client);
+    s_history_free(&orders);
+    s_history_free(&stock);
+}
+
+/*  The slave is ahead of the broker's history (EBEHIND), or on another history (a fork):
+    FATAL, and nothing more is written.                                                         */
+static void test_actor_behind_and_fork(void)
+{
+    const char *dir = vs_test_dir("actor_fatal");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/slave.db", dir);
+    static s_history_t mine = {.stream = "orders"};
+    static s_history_t theirs = {.stream = "orders"};
+    s_orders_history(&mine, 10, "mine");
+    s_orders_history(&theirs, 12, "theirs");
+    vs_apply_t *store = s_open(path);
+    VS_REQUIRE(store);
+    VS_CHECK(s_apply_history(store, &mine, 0, 6) == VS_OK);
+    vs_apply_close(&store);
+
+    zcert_t *server = zcert_new();
+    zcert_t *client = zcert_new();
+    s_fake_t fake;
+    memset(&fake, 0, sizeof fake);
+    fake.histories[0] = &mine;
+    fake.history_count = 1;
+    fake.visible[0] = 4;
+    fake.chunk_entries = 5;
+    VS_REQUIRE(s_fake_start(&fake, server));
+    const char *const streams[] = {"orders"};
+    char reply[600];
+    zactor_t *actor = s_start_subscriber(&fake, server, client, path, streams, 1, reply,
+                                         sizeof reply);
+    VS_REQUIRE(actor);
+    VS_CHECK(streq(reply, "OK"));
+    VS_CHECK(s_pump_until(&fake, actor, path, s_fatal_seen, 10000));
+    VS_CHECK(strstr(fake.fatal, "slave is at seq 6 of stream orders") != NULL);
+    zactor_destroy(&actor);
+
+    fake.histories[0] = &theirs;
+    fake.visible[0] = 12;
+    fake.fatal[0] = 0;
+    actor = s_start_subscriber(&fake, server, client, path, streams, 1, reply, sizeof reply);
+    VS_REQUIRE(actor);
+    VS_CHECK(streq(reply, "OK"));
+    VS_CHECK(s_pump_until(&fake, actor, path, s_fatal_seen, 10000));
+    VS_CHECK(strstr(fake.fatal, "chain mismatch on stream orders at seq 7") != NULL);
+    zactor_destroy(&actor);
+    VS_CHECK(s_stored_seq(path, "orders") == 6);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM items WHERE name LIKE '%theirs'") == 0);
+
+    /*  A bad configuration is an ERROR at start, not a crash.                                 */
+    const char *const bad[] = {"no spaces allowed"};
+    actor = s_start_subscriber(&fake, server, client, path, bad, 1, reply, sizeof reply);
+    VS_REQUIRE(actor);
+    VS_CHECK(strncmp(reply, "ERROR", 5) == 0);
+    zactor_destroy(&actor);
+
+    s_fake_stop(&fake);
+    zcert_destroy(&server);
+    zcert_destroy(&client);
+    s_history_free(&mine);
+    s_history_free(&theirs);
+}
+
+/*  A snapshot split over sets 5..7 of "stock" while the broker holds only up to 6: the
+    actor applies 1..6 but commits nothing past 4, and $TERM rolls 5 and 6 back.              */
+static void test_actor_term_mid_snapshot(void)
+{
+    const char *dir = vs_test_dir("actor_term");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/slave.db", dir);
+    static s_history_t stock = {.stream = "stock"};
+    s_stock_history(&stock, 12);
+    zcert_t *server = zcert_new();
+    zcert_t *client = zcert_new();
+    s_fake_t fake;
+    memset(&fake, 0, sizeof fake);
+    fake.histories[0] = &stock;
+    fake.history_count = 1;
+    fake.visible[0] = 4;
+    fake.chunk_entries = 10;
+    fake.applied = -1;
+    VS_REQUIRE(s_fake_start(&fake, server));
+    const char *const streams[] = {"stock"};
+    char reply[600];
+    zactor_t *actor = s_start_subscriber(&fake, server, client, path, streams, 1, reply,
+                                         sizeof reply);
+    VS_REQUIRE(actor);
+    VS_CHECK(streq(reply, "OK"));
+    fake.actor = actor;
+    s_wanted_stream = "stock";
+    s_wanted_seq = 4;
+    VS_CHECK(s_pump_until(&fake, actor, path, s_reached_and_subscribed, 10000));
+    /*  5 and 6 arrive live; the batch holding them stays open, uncommitted.                  */
+    fake.visible[0] = 6;
+    s_fake_live(&fake, &stock, 5);
+    s_fake_live(&fake, &stock, 6);
+    s_wanted_seq = 6;
+    VS_CHECK(s_pump_until(&fake, actor, path, s_applied, 10000));
+    VS_CHECK(fake.committed == 4);
+    VS_CHECK(s_stored_seq(path, "stock") == 4);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM stock") == 20);
+    zactor_destroy(&actor);
+    VS_CHECK(s_stored_seq(path, "stock") == 4);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM stock") == 20);
+
+    /*  Restarted with the whole history, it goes on from 4.                                   */
+    fake.visible[0] = 12;
+    fake.applied = -1;
+    actor = s_start_subscriber(&fake, server, client, path, streams, 1, reply, sizeof reply);
+    VS_REQUIRE(actor);
+    VS_CHECK(streq(reply, "OK"));
+    fake.actor = actor;
+    s_wanted_seq = 12;
+    VS_CHECK(s_pump_until(&fake, actor, path, s_reached, 10000));
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM stock") == 60);
+    zstr_sendx(actor, "POSITION", "not a stream", NULL);
+    char *command = NULL;
+    char *name = NULL;
+    char *applied = NULL;
+    char *committed = NULL;
+    VS_CHECK(zstr_recvx(actor, &command, &name, &applied, &committed, NULL) == 4);
+    VS_CHECK(command && streq(command, "POSITION") && applied && streq(applied, ""));
+    zstr_free(&command);
+    zstr_free(&name);
+    zstr_free(&applied);
+    zstr_free(&committed);
+    zactor_destroy(&actor);
+    VS_CHECK(fake.fatal[0] == 0);
+
+    s_fake_stop(&fake);
+    zcert_destroy(&server);
+    zcert_destroy(&client);
+    s_history_free(&stock);
+}
 
 int main(void)
 {
+    vs_test_run("apply_commit", test_apply_commit);
+    vs_test_run("apply_kill_mid_batch", test_apply_kill_mid_batch);
+    vs_test_run("apply_gap_and_chain", test_apply_gap_and_chain);
+    vs_test_run("apply_create_table", test_apply_create_table);
+    vs_test_run("apply_common_columns", test_apply_common_columns);
+    vs_test_run("apply_primary_key_mismatch", test_apply_primary_key_mismatch);
+    vs_test_run("apply_split_snapshot", test_apply_split_snapshot);
+    vs_test_run("apply_two_streams", test_apply_two_streams);
+    vs_test_run("apply_delete_and_filter", test_apply_delete_and_filter);
+    vs_test_run("apply_store_error", test_apply_store_error);
+    vs_test_run("actor_catch_up_and_live", test_actor_catch_up_and_live);
+    vs_test_run("actor_behind_and_fork", test_actor_behind_and_fork);
+    vs_test_run("actor_term_mid_snapshot", test_actor_term_mid_snapshot);
     return vs_test_summary();
 }

@@ -1,0 +1,1159 @@
+/*  apply.c - the slave database: positions, schema mapping and batched exactly-once apply.
+
+    Owns the slave's SQLite connection. Each master table signature (name, columns, primary
+    key) is mapped once to the slave table and gets two cached statements, an UPSERT and a
+    DELETE; applying a change then only binds values and steps, with no allocation per row.  */
+#include "apply.h"
+
+#include <czmq.h>
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_STATE_TABLE "_versync_state"
+
+/*  One stream's position: as committed, and as it stands inside the open batch.               */
+typedef struct {
+    char *name;
+    uint64_t committed_seq;
+    uint8_t committed_hash[VS_HASH_SIZE];
+    uint64_t seq;
+    uint8_t hash[VS_HASH_SIZE];
+    bool touched;    /* changed by the open batch                                  */
+    bool consistent; /* the last set applied in the open batch is CONSISTENT       */
+} s_stream_t;
+
+/*  How one master table signature lands in the slave.                                          */
+typedef struct {
+    bool skip;             /* filtered out by config->tables                          */
+    uint32_t column_count; /* master columns                                          */
+    uint32_t pk_count;
+    int *parameter;        /* per master column: its UPSERT parameter, 0 when unused   */
+    sqlite3_stmt *upsert;
+    sqlite3_stmt *delete;
+} s_mapping_t;
+
+struct vs_apply {
+    sqlite3 *db;
+    char **tables; /* filter; table_count 0 means every table */
+    size_t table_count;
+    s_stream_t *streams;
+    size_t stream_count;
+    size_t stream_capacity;
+    zhashx_t *mappings; /* signature -> s_mapping_t */
+    sqlite3_stmt *begin;
+    sqlite3_stmt *commit;
+    sqlite3_stmt *rollback;
+    sqlite3_stmt *state_read;
+    sqlite3_stmt *state_write;
+    sqlite3_stmt *table_type;
+    sqlite3_stmt *table_columns;
+    bool in_batch;
+    size_t batch_rows;
+    size_t batch_sets;
+    s_mapping_t **set_mappings; /* per table of the set being applied */
+    size_t set_mappings_capacity;
+    char *signature;
+    size_t signature_capacity;
+    char error[1024];
+};
+
+/*  A growable NUL-terminated text; failed records an allocation failure.                     */
+typedef struct {
+    char *data;
+    size_t size;
+    size_t capacity;
+    bool failed;
+} s_text_t;
+
+static void s_text_append(s_text_t *text, const char *data, size_t size)
+{
+    if (text->failed) {
+        return;
+    }
+    if (text->size + size + 1 > text->capacity) {
+        size_t capacity = text->capacity ? text->capacity : 256;
+        while (capacity < text->size + size + 1) {
+            capacity *= 2;
+        }
+        char *grown = realloc(text->data, capacity);
+        if (!grown) {
+            text->failed = true;
+            return;
+        }
+        text->data = grown;
+        text->capacity = capacity;
+    }
+    memcpy(text->data + text->size, data, size);
+    text->size += size;
+    text->data[text->size] = 0;
+}
+
+static void s_text_add(s_text_t *text, const char *string)
+{
+    s_text_append(text, string, strlen(string));
+}
+
+/*  Appends name as a quoted SQL identifier, doubling every '"'.                              */
+static void s_text_add_identifier(s_text_t *text, const char *name)
+{
+    s_text_append(text, "\"", 1);
+    for (const char *cursor = name; *cursor; cursor++) {
+        s_text_append(text, cursor, 1);
+        if (*cursor == '"') {
+            s_text_append(text, "\"", 1);
+        }
+    }
+    s_text_append(text, "\"", 1);
+}
+
+static void s_text_add_number(s_text_t *text, size_t number)
+{
+    char digits[32];
+    int size = snprintf(digits, sizeof digits, "%zu", number);
+    s_text_append(text, digits, (size_t) size);
+}
+
+static int s_fail(vs_apply_t *self, int code, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int s_fail(vs_apply_t *self, int code, const char *format, ...)
+{
+    va_list arguments;
+    va_start(arguments, format);
+    vsnprintf(self->error, sizeof self->error, format, arguments);
+    va_end(arguments);
+    return code;
+}
+
+/*  A short printable form of an untrusted name, for error texts.                              */
+static const char *s_sample(const char *data, size_t size, char *out, size_t out_size)
+{
+    vs_escape_sample(data, size, out, out_size);
+    return out;
+}
+
+static bool s_has_prefix_nocase(const char *name, const char *prefix)
+{
+    return sqlite3_strnicmp(name, prefix, (int) strlen(prefix)) == 0;
+}
+
+static int s_prepare(vs_apply_t *self, const char *sql, sqlite3_stmt **stmt)
+{
+    int rc = sqlite3_prepare_v3(self->db, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, NULL);
+    if (rc != SQLITE_OK) {
+        return s_fail(self, VS_ESTORE, "cannot prepare \"%.60s\": %s", sql,
+                      sqlite3_errmsg(self->db));
+    }
+    return VS_OK;
+}
+
+static void s_mapping_destroy(s_mapping_t **self_p)
+{
+    if (*self_p) {
+        s_mapping_t *self = *self_p;
+        sqlite3_finalize(self->upsert);
+        sqlite3_finalize(self->delete);
+        free(self->parameter);
+        free(self);
+        *self_p = NULL;
+    }
+}
+
+static void s_mapping_destructor(void **item)
+{
+    s_mapping_destroy((s_mapping_t **) item);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+int vs_apply_open(vs_apply_t **self_p, const char *path, const char *const *tables,
+                  size_t table_count, char *why, size_t why_size)
+{
+    if (!self_p || !path || (table_count > 0 && !tables)) {
+        if (why_size > 0) {
+            snprintf(why, why_size, "invalid arguments");
+        }
+        return VS_EINVAL;
+    }
+    int code = VS_ENOMEM;
+    vs_apply_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        goto cleanup;
+    }
+    self->mappings = zhashx_new();
+    if (!self->mappings) {
+        goto cleanup;
+    }
+    zhashx_set_destructor(self->mappings, s_mapping_destructor);
+    if (table_count > 0) {
+        self->tables = calloc(table_count, sizeof *self->tables);
+        if (!self->tables) {
+            goto cleanup;
+        }
+        self->table_count = table_count;
+        for (size_t index = 0; index < table_count; index++) {
+            if (!tables[index]) {
+                code = s_fail(self, VS_EINVAL, "table filter %zu is NULL", index);
+                goto cleanup;
+            }
+            self->tables[index] = strdup(tables[index]);
+            if (!self->tables[index]) {
+                goto cleanup;
+            }
+        }
+    }
+    int rc = sqlite3_open_v2(path, &self->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        code = s_fail(self, VS_ESTORE, "cannot open '%s': %s", path,
+                      self->db ? sqlite3_errmsg(self->db) : sqlite3_errstr(rc));
+        goto cleanup;
+    }
+    sqlite3_extended_result_codes(self->db, 1);
+    sqlite3_busy_timeout(self->db, 5000);
+    const char *setup = "PRAGMA journal_mode=WAL;"
+                        "PRAGMA synchronous=NORMAL;"
+                        "PRAGMA cache_size=-65536;" /* 64 MiB: random keys stay in memory */
+                        "CREATE TABLE IF NOT EXISTS " S_STATE_TABLE
+                        "(stream TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash BLOB NOT NULL);";
+    if (sqlite3_exec(self->db, setup, NULL, NULL, NULL) != SQLITE_OK) {
+        code = s_fail(self, VS_ESTORE, "cannot set up '%s': %s", path, sqlite3_errmsg(self->db));
+        goto cleanup;
+    }
+    code = s_prepare(self, "BEGIN IMMEDIATE", &self->begin);
+    if (code == VS_OK) {
+        code = s_prepare(self, "COMMIT", &self->commit);
+    }
+    if (code == VS_OK) {
+        code = s_prepare(self, "ROLLBACK", &self->rollback);
+    }
+    if (code == VS_OK) {
+        code = s_prepare(self, "SELECT seq, hash FROM main." S_STATE_TABLE " WHERE stream = ?1",
+                         &self->state_read);
+    }
+    if (code == VS_OK) {
+        code = s_prepare(self,
+                         "INSERT INTO main." S_STATE_TABLE "(stream, seq, hash) VALUES (?1, ?2, ?3)"
+                         " ON CONFLICT(stream) DO UPDATE SET seq = excluded.seq,"
+                         " hash = excluded.hash",
+                         &self->state_write);
+    }
+    if (code == VS_OK) {
+        code = s_prepare(self,
+                         "SELECT type, name FROM main.sqlite_schema"
+                         " WHERE name = ?1 COLLATE NOCASE AND type IN ('table', 'view')",
+                         &self->table_type);
+    }
+    if (code == VS_OK) {
+        code = s_prepare(self, "SELECT name, pk FROM pragma_table_info(?1, 'main') ORDER BY cid",
+                         &self->table_columns);
+    }
+    if (code != VS_OK) {
+        goto cleanup;
+    }
+    *self_p = self;
+    self = NULL;
+    code = VS_OK;
+cleanup:
+    if (self) {
+        if (why_size > 0) {
+            snprintf(why, why_size, "%s", self->error[0] ? self->error : vs_strerror(code));
+        }
+        vs_apply_close(&self);
+    } else if (code == VS_ENOMEM && why_size > 0) {
+        snprintf(why, why_size, "out of memory");
+    }
+    return code;
+}
+
+void vs_apply_close(vs_apply_t **self_p)
+{
+    if (!self_p || !*self_p) {
+        return;
+    }
+    vs_apply_t *self = *self_p;
+    if (self->in_batch) {
+        vs_apply_rollback(self);
+    }
+    zhashx_destroy(&self->mappings);
+    sqlite3_finalize(self->begin);
+    sqlite3_finalize(self->commit);
+    sqlite3_finalize(self->rollback);
+    sqlite3_finalize(self->state_read);
+    sqlite3_finalize(self->state_write);
+    sqlite3_finalize(self->table_type);
+    sqlite3_finalize(self->table_columns);
+    sqlite3_close_v2(self->db);
+    for (size_t index = 0; index < self->table_count; index++) {
+        free(self->tables[index]);
+    }
+    free(self->tables);
+    for (size_t index = 0; index < self->stream_count; index++) {
+        free(self->streams[index].name);
+    }
+    free(self->streams);
+    free(self->set_mappings);
+    free(self->signature);
+    free(self);
+    *self_p = NULL;
+}
+
+const char *vs_apply_error(const vs_apply_t *self)
+{
+    return self->error;
+}
+
+bool vs_apply_in_batch(const vs_apply_t *self)
+{
+    return self->in_batch;
+}
+
+size_t vs_apply_batch_rows(const vs_apply_t *self)
+{
+    return self->in_batch ? self->batch_rows : 0;
+}
+
+size_t vs_apply_batch_sets(const vs_apply_t *self)
+{
+    return self->in_batch ? self->batch_sets : 0;
+}
+
+bool vs_apply_consistent(const vs_apply_t *self)
+{
+    for (size_t index = 0; index < self->stream_count; index++) {
+        if (self->streams[index].touched && !self->streams[index].consistent) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------------------------------
+    Streams and their positions.                                                              */
+
+/*  Finds the stream, loading its committed position on first use.                            */
+static int s_stream_get(vs_apply_t *self, const char *name, s_stream_t **stream_p)
+{
+    if (!name || !vs_stream_name_valid(name, strlen(name))) {
+        return s_fail(self, VS_EINVAL, "invalid stream name");
+    }
+    for (size_t index = 0; index < self->stream_count; index++) {
+        if (strcmp(self->streams[index].name, name) == 0) {
+            *stream_p = &self->streams[index];
+            return VS_OK;
+        }
+    }
+    uint64_t seq = 0;
+    uint8_t hash[VS_HASH_SIZE] = {0};
+    int code = VS_OK;
+    sqlite3_bind_text(self->state_read, 1, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(self->state_read);
+    if (rc == SQLITE_ROW) {
+        sqlite3_int64 stored = sqlite3_column_int64(self->state_read, 0);
+        const void *blob = sqlite3_column_blob(self->state_read, 1);
+        int blob_size = sqlite3_column_bytes(self->state_read, 1);
+        if (sqlite3_column_type(self->state_read, 0) != SQLITE_INTEGER || stored < 0
+            || sqlite3_column_type(self->state_read, 1) != SQLITE_BLOB
+            || blob_size != VS_HASH_SIZE) {
+            code = s_fail(self, VS_ESTORE, "corrupt " S_STATE_TABLE " row for stream %s", name);
+        } else {
+            seq = (uint64_t) stored;
+            memcpy(hash, blob, VS_HASH_SIZE);
+        }
+    } else if (rc != SQLITE_DONE) {
+        code = s_fail(self, VS_ESTORE, "cannot read " S_STATE_TABLE ": %s",
+                      sqlite3_errmsg(self->db));
+    }
+    sqlite3_reset(self->state_read);
+    sqlite3_clear_bindings(self->state_read);
+    if (code != VS_OK) {
+        return code;
+    }
+    if (self->stream_count == self->stream_capacity) {
+        size_t capacity = self->stream_capacity ? self->stream_capacity * 2 : 8;
+        s_stream_t *grown = realloc(self->streams, capacity * sizeof *grown);
+        if (!grown) {
+            return s_fail(self, VS_ENOMEM, "out of memory");
+        }
+        self->streams = grown;
+        self->stream_capacity = capacity;
+    }
+    s_stream_t *stream = &self->streams[self->stream_count];
+    memset(stream, 0, sizeof *stream);
+    stream->name = strdup(name);
+    if (!stream->name) {
+        return s_fail(self, VS_ENOMEM, "out of memory");
+    }
+    stream->committed_seq = stream->seq = seq;
+    memcpy(stream->committed_hash, hash, VS_HASH_SIZE);
+    memcpy(stream->hash, hash, VS_HASH_SIZE);
+    stream->consistent = true;
+    self->stream_count++;
+    *stream_p = stream;
+    return VS_OK;
+}
+
+int vs_apply_position(vs_apply_t *self, const char *stream_name, uint64_t *seq,
+                      uint8_t hash[VS_HASH_SIZE])
+{
+    s_stream_t *stream = NULL;
+    int code = s_stream_get(self, stream_name, &stream);
+    if (code == VS_OK) {
+        *seq = stream->seq;
+        if (hash) {
+            memcpy(hash, stream->hash, VS_HASH_SIZE);
+        }
+    }
+    return code;
+}
+
+int vs_apply_committed_position(vs_apply_t *self, const char *stream_name, uint64_t *seq,
+                                uint8_t hash[VS_HASH_SIZE])
+{
+    s_stream_t *stream = NULL;
+    int code = s_stream_get(self, stream_name, &stream);
+    if (code == VS_OK) {
+        *seq = stream->committed_seq;
+        if (hash) {
+            memcpy(hash, stream->committed_hash, VS_HASH_SIZE);
+        }
+    }
+    return code;
+}
+
+/* ------------------------------------------------------------------------------------------
+    Batches.                                                                                  */
+
+static int s_step_once(sqlite3_stmt *stmt)
+{
+    int rc = sqlite3_step(stmt);
+    sqlite3_reset(stmt);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
+}
+
+void vs_apply_rollback(vs_apply_t *self)
+{
+    if (!self->in_batch) {
+        return;
+    }
+    if (!sqlite3_get_autocommit(self->db)) {
+        s_step_once(self->rollback);
+    }
+    for (size_t index = 0; index < self->stream_count; index++) {
+        s_stream_t *stream = &self->streams[index];
+        stream->seq = stream->committed_seq;
+        memcpy(stream->hash, stream->committed_hash, VS_HASH_SIZE);
+        stream->touched = false;
+        stream->consistent = true;
+    }
+    /*  A table created inside the batch is gone again: map everything afresh.                */
+    zhashx_purge(self->mappings);
+    self->in_batch = false;
+    self->batch_rows = 0;
+    self->batch_sets = 0;
+}
+
+/*  Rolls back the batch, keeping the error text already recorded.                             */
+static int s_abort(vs_apply_t *self, int code)
+{
+    vs_apply_rollback(self);
+    return code;
+}
+
+int vs_apply_commit(vs_apply_t *self)
+{
+    if (!self->in_batch) {
+        return VS_OK;
+    }
+    if (!vs_apply_consistent(self)) {
+        return s_fail(self, VS_EINVAL, "the batch is not at a consistent point");
+    }
+    for (size_t index = 0; index < self->stream_count; index++) {
+        s_stream_t *stream = &self->streams[index];
+        if (!stream->touched) {
+            continue;
+        }
+        sqlite3_bind_text(self->state_write, 1, stream->name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(self->state_write, 2, (sqlite3_int64) stream->seq);
+        sqlite3_bind_blob(self->state_write, 3, stream->hash, VS_HASH_SIZE, SQLITE_STATIC);
+        int rc = s_step_once(self->state_write);
+        sqlite3_clear_bindings(self->state_write);
+        if (rc != SQLITE_OK) {
+            s_fail(self, VS_ESTORE, "cannot store the position of stream %s: %s", stream->name,
+                   sqlite3_errmsg(self->db));
+            return s_abort(self, VS_ESTORE);
+        }
+    }
+    if (s_step_once(self->commit) != SQLITE_OK) {
+        s_fail(self, VS_ESTORE, "commit failed: %s", sqlite3_errmsg(self->db));
+        return s_abort(self, VS_ESTORE);
+    }
+    for (size_t index = 0; index < self->stream_count; index++) {
+        s_stream_t *stream = &self->streams[index];
+        stream->committed_seq = stream->seq;
+        memcpy(stream->committed_hash, stream->hash, VS_HASH_SIZE);
+        stream->touched = false;
+        stream->consistent = true;
+    }
+    self->in_batch = false;
+    self->batch_rows = 0;
+    self->batch_sets = 0;
+    return VS_OK;
+}
+
+/* ------------------------------------------------------------------------------------------
+    Creating a missing table from the master's CREATE TABLE text.                             */
+
+typedef struct {
+    const char *table;
+    bool created;
+} s_create_guard_t;
+
+static bool s_is_schema_table(const char *name)
+{
+    return name
+           && (strcmp(name, "sqlite_master") == 0 || strcmp(name, "sqlite_schema") == 0
+               || strcmp(name, "sqlite_sequence") == 0);
+}
+
+/*  Lets through exactly what one CREATE TABLE of the expected name needs in the main
+    database: the table (and sqlite_sequence for AUTOINCREMENT), its automatic indexes, reads
+    of its own columns (CHECK, generated columns), function names in its expressions, and the
+    schema table's bookkeeping. Everything else (AS SELECT, triggers, views, other tables,
+    ATTACH, pragmas, temp objects) is denied.                                                 */
+static int s_create_authorizer(void *arg, int action, const char *first, const char *second,
+                               const char *database, const char *trigger)
+{
+    s_create_guard_t *guard = arg;
+    (void) trigger;
+    bool in_main = database && strcmp(database, "main") == 0;
+    switch (action) {
+    case SQLITE_CREATE_TABLE:
+        if (in_main && first && sqlite3_stricmp(first, guard->table) == 0) {
+            guard->created = true;
+            return SQLITE_OK;
+        }
+        if (in_main && first && strcmp(first, "sqlite_sequence") == 0) {
+            return SQLITE_OK;
+        }
+        return SQLITE_DENY;
+    case SQLITE_CREATE_INDEX:
+        if (in_main && first && second && s_has_prefix_nocase(first, "sqlite_autoindex_")
+            && sqlite3_stricmp(second, guard->table) == 0) {
+            return SQLITE_OK;
+        }
+        return SQLITE_DENY;
+    case SQLITE_INSERT:
+    case SQLITE_UPDATE:
+    case SQLITE_DELETE:
+        return in_main && s_is_schema_table(first) ? SQLITE_OK : SQLITE_DENY;
+    case SQLITE_READ:
+        if (in_main && first
+            && (s_is_schema_table(first) || sqlite3_stricmp(first, guard->table) == 0)) {
+            return SQLITE_OK;
+        }
+        return SQLITE_DENY;
+    case SQLITE_FUNCTION:
+        return SQLITE_OK;
+    default:
+        return SQLITE_DENY;
+    }
+}
+
+static int s_create_table(vs_apply_t *self, const char *table, vs_bytes_t create_sql)
+{
+    char sample[80];
+    if (create_sql.size == 0 || create_sql.size > VS_MAX_SQL
+        || memchr(create_sql.data, 0, create_sql.size)) {
+        return s_fail(self, VS_ESCHEMA, "table '%s': missing on the slave and no usable create_sql",
+                      s_sample(table, strlen(table), sample, sizeof sample));
+    }
+    char *sql = vs_bytes_strdup(create_sql);
+    if (!sql) {
+        return s_fail(self, VS_ENOMEM, "out of memory");
+    }
+    s_create_guard_t guard = {.table = table, .created = false};
+    sqlite3_stmt *stmt = NULL;
+    const char *tail = NULL;
+    int code = VS_OK;
+    sqlite3_set_authorizer(self->db, s_create_authorizer, &guard);
+    int rc = sqlite3_prepare_v2(self->db, sql, -1, &stmt, &tail);
+    if (rc != SQLITE_OK || !stmt) {
+        code = s_fail(self, VS_ESCHEMA, "table '%s': create_sql refused: %s",
+                      s_sample(table, strlen(table), sample, sizeof sample),
+                      rc != SQLITE_OK ? sqlite3_errmsg(self->db) : "no statement");
+        goto cleanup;
+    }
+    for (const char *cursor = tail; cursor && *cursor; cursor++) {
+        if (*cursor != ';' && *cursor != ' ' && *cursor != '\t' && *cursor != '\n'
+            && *cursor != '\r' && *cursor != '\f' && *cursor != '\v') {
+            code = s_fail(self, VS_ESCHEMA,
+                          "table '%s': create_sql refused: more than one statement",
+                          s_sample(table, strlen(table), sample, sizeof sample));
+            goto cleanup;
+        }
+    }
+    if (!guard.created) {
+        code = s_fail(self, VS_ESCHEMA,
+                      "table '%s': create_sql refused: not a CREATE TABLE of that table",
+                      s_sample(table, strlen(table), sample, sizeof sample));
+        goto cleanup;
+    }
+    rc = sqlite3_step(stmt);
+    if (rc != SQLITE_DONE) {
+        code = s_fail(self, VS_ESCHEMA, "table '%s': cannot create it: %s",
+                      s_sample(table, strlen(table), sample, sizeof sample),
+                      sqlite3_errmsg(self->db));
+        goto cleanup;
+    }
+cleanup:
+    sqlite3_finalize(stmt);
+    sqlite3_set_authorizer(self->db, NULL, NULL);
+    free(sql);
+    return code;
+}
+
+/* ------------------------------------------------------------------------------------------
+    Mapping a master table onto the slave table.                                              */
+
+/*  "1:t|2:ab|...|pk:0,1," with each name length-prefixed, so no two tables collide.          */
+static int s_signature(vs_apply_t *self, const vs_table_t *table)
+{
+    s_text_t text = {self->signature, 0, self->signature_capacity, false};
+    s_text_add_number(&text, table->name.size);
+    s_text_append(&text, ":", 1);
+    s_text_append(&text, table->name.data, table->name.size);
+    for (uint32_t index = 0; index < table->column_count; index++) {
+        s_text_append(&text, "|", 1);
+        s_text_add_number(&text, table->columns[index].size);
+        s_text_append(&text, ":", 1);
+        s_text_append(&text, table->columns[index].data, table->columns[index].size);
+    }
+    s_text_append(&text, "|pk:", 4);
+    for (uint32_t index = 0; index < table->pk_count; index++) {
+        s_text_add_number(&text, table->pk_columns[index]);
+        s_text_append(&text, ",", 1);
+    }
+    self->signature = text.data;
+    self->signature_capacity = text.capacity;
+    return text.failed ? s_fail(self, VS_ENOMEM, "out of memory") : VS_OK;
+}
+
+static bool s_table_wanted(const vs_apply_t *self, const char *name)
+{
+    if (self->table_count == 0) {
+        return true;
+    }
+    for (size_t index = 0; index < self->table_count; index++) {
+        if (sqlite3_stricmp(self->tables[index], name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*  Looks the table up in the slave: *kind 0 when missing, 1 for a table, 2 for a view.       */
+static int s_table_kind(vs_apply_t *self, const char *name, int *kind)
+{
+    *kind = 0;
+    sqlite3_bind_text(self->table_type, 1, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(self->table_type);
+    if (rc == SQLITE_ROW) {
+        const char *type = (const char *) sqlite3_column_text(self->table_type, 0);
+        *kind = type && strcmp(type, "table") == 0 ? 1 : 2;
+        rc = SQLITE_DONE;
+    }
+    sqlite3_reset(self->table_type);
+    sqlite3_clear_bindings(self->table_type);
+    if (rc != SQLITE_DONE) {
+        return s_fail(self, VS_ESTORE, "cannot read the slave schema: %s",
+                      sqlite3_errmsg(self->db));
+    }
+    return VS_OK;
+}
+
+typedef struct {
+    char *name;
+    int pk; /* 1-based position in the primary key, 0 when not part of it */
+    int master_column; /* -1 when the master does not have it */
+} s_slave_column_t;
+
+static void s_slave_columns_free(s_slave_column_t *columns, size_t count)
+{
+    for (size_t index = 0; index < count; index++) {
+        free(columns[index].name);
+    }
+    free(columns);
+}
+
+static int s_slave_columns(vs_apply_t *self, const char *table, s_slave_column_t **columns_p,
+                           size_t *count_p)
+{
+    s_slave_column_t *columns = NULL;
+    size_t count = 0;
+    size_t capacity = 0;
+    int code = VS_OK;
+    sqlite3_bind_text(self->table_columns, 1, table, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(self->table_columns)) == SQLITE_ROW) {
+        if (count == capacity) {
+            capacity = capacity ? capacity * 2 : 16;
+            s_slave_column_t *grown = realloc(columns, capacity * sizeof *grown);
+            if (!grown) {
+                code = s_fail(self, VS_ENOMEM, "out of memory");
+                break;
+            }
+            columns = grown;
+        }
+        const char *name = (const char *) sqlite3_column_text(self->table_columns, 0);
+        columns[count].name = strdup(name ? name : "");
+        columns[count].pk = sqlite3_column_int(self->table_columns, 1);
+        columns[count].master_column = -1;
+        if (!columns[count].name) {
+            code = s_fail(self, VS_ENOMEM, "out of memory");
+            break;
+        }
+        count++;
+    }
+    if (code == VS_OK && rc != SQLITE_DONE) {
+        code = s_fail(self, VS_ESTORE, "cannot read the columns of the slave table: %s",
+                      sqlite3_errmsg(self->db));
+    }
+    sqlite3_reset(self->table_columns);
+    sqlite3_clear_bindings(self->table_columns);
+    if (code != VS_OK) {
+        s_slave_columns_free(columns, count);
+        return code;
+    }
+    *columns_p = columns;
+    *count_p = count;
+    return VS_OK;
+}
+
+/*  Appends "(a, b)" naming the slave's primary key columns in key order.                     */
+static void s_describe_slave_pk(s_text_t *text, const s_slave_column_t *columns, size_t count)
+{
+    s_text_add(text, "(");
+    int written = 0;
+    for (int position = 1; position <= (int) count; position++) {
+        for (size_t index = 0; index < count; index++) {
+            if (columns[index].pk == position) {
+                if (written++) {
+                    s_text_add(text, ", ");
+                }
+                s_text_add(text, columns[index].name);
+            }
+        }
+    }
+    s_text_add(text, ")");
+}
+
+static void s_describe_master_pk(s_text_t *text, const vs_table_t *table)
+{
+    s_text_add(text, "(");
+    for (uint32_t index = 0; index < table->pk_count; index++) {
+        if (index) {
+            s_text_add(text, ", ");
+        }
+        char sample[80];
+        const vs_bytes_t *name = &table->columns[table->pk_columns[index]];
+        s_text_add(text, s_sample(name->data, name->size, sample, sizeof sample));
+    }
+    s_text_add(text, ")");
+}
+
+/*  True when the master column name equals the slave's, ignoring ASCII case like SQLite.     */
+static bool s_name_equal(vs_bytes_t master, const char *slave)
+{
+    size_t size = strlen(slave);
+    return size == master.size
+           && (size == 0 || sqlite3_strnicmp(master.data, slave, (int) size) == 0);
+}
+
+/*  Builds the mapping of one master table: creates the slave table if missing, checks the
+    primary key, matches the columns and prepares the UPSERT and DELETE.                       */
+static int s_mapping_build(vs_apply_t *self, const vs_table_t *table, s_mapping_t **mapping_p)
+{
+    char sample[80];
+    char *name = NULL;
+    s_slave_column_t *columns = NULL;
+    size_t column_count = 0;
+    s_text_t sql = {NULL, 0, 0, false};
+    s_text_t message = {NULL, 0, 0, false};
+    int code = VS_ENOMEM;
+    s_mapping_t *mapping = calloc(1, sizeof *mapping);
+    if (!mapping) {
+        code = s_fail(self, VS_ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    mapping->column_count = table->column_count;
+    mapping->pk_count = table->pk_count;
+    if (table->name.size == 0 || memchr(table->name.data, 0, table->name.size)) {
+        code = s_fail(self, VS_EPROTO, "invalid table name");
+        goto cleanup;
+    }
+    name = vs_bytes_strdup(table->name);
+    if (!name) {
+        code = s_fail(self, VS_ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    const char *shown = s_sample(name, strlen(name), sample, sizeof sample);
+    if (!s_table_wanted(self, name)) {
+        mapping->skip = true;
+        code = VS_OK;
+        goto cleanup;
+    }
+    if (s_has_prefix_nocase(name, "sqlite_") || s_has_prefix_nocase(name, "_versync_")) {
+        code = s_fail(self, VS_ESCHEMA, "table '%s': reserved name", shown);
+        goto cleanup;
+    }
+    if (table->pk_count == 0) {
+        code = s_fail(self, VS_ESCHEMA, "table '%s': no primary key on the master", shown);
+        goto cleanup;
+    }
+    int kind = 0;
+    code = s_table_kind(self, name, &kind);
+    if (code == VS_OK && kind == 0) {
+        code = s_create_table(self, name, table->create_sql);
+        if (code == VS_OK) {
+            code = s_table_kind(self, name, &kind);
+        }
+        if (code == VS_OK && kind != 1) {
+            code = s_fail(self, VS_ESCHEMA, "table '%s': create_sql did not create it", shown);
+        }
+    }
+    if (code != VS_OK) {
+        goto cleanup;
+    }
+    if (kind != 1) {
+        code = s_fail(self, VS_ESCHEMA, "table '%s': a view on the slave", shown);
+        goto cleanup;
+    }
+    code = s_slave_columns(self, name, &columns, &column_count);
+    if (code != VS_OK) {
+        goto cleanup;
+    }
+    /*  The slave's primary key must be the master's, column by column in key order.          */
+    size_t slave_pk_count = 0;
+    for (size_t index = 0; index < column_count; index++) {
+        if (columns[index].pk > 0) {
+            slave_pk_count++;
+        }
+    }
+    bool same_pk = slave_pk_count == table->pk_count;
+    for (size_t index = 0; same_pk && index < column_count; index++) {
+        int position = columns[index].pk;
+        if (position > 0
+            && (position > (int) table->pk_count
+                || !s_name_equal(table->columns[table->pk_columns[position - 1]],
+                                 columns[index].name))) {
+            same_pk = false;
+        }
+    }
+    if (!same_pk) {
+        s_describe_slave_pk(&message, columns, column_count);
+        s_text_add(&message, " on the slave, ");
+        s_describe_master_pk(&message, table);
+        code = s_fail(self, VS_ESCHEMA, "table '%s': primary key %s on the master", shown,
+                      message.failed ? "?" : message.data);
+        goto cleanup;
+    }
+    /*  Match the columns both sides have.                                                     */
+    mapping->parameter = calloc(table->column_count, sizeof *mapping->parameter);
+    if (!mapping->parameter) {
+        code = s_fail(self, VS_ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    for (uint32_t master = 0; master < table->column_count; master++) {
+        for (size_t slave = 0; slave < column_count; slave++) {
+            if (s_name_equal(table->columns[master], columns[slave].name)) {
+                if (columns[slave].master_column >= 0) {
+                    code = s_fail(self, VS_ESCHEMA, "table '%s': column '%s' appears twice",
+                                  shown, columns[slave].name);
+                    goto cleanup;
+                }
+                columns[slave].master_column = (int) master;
+                break;
+            }
+        }
+    }
+    /*  INSERT INTO main."t"("a","b") VALUES(?1,?2) ON CONFLICT("a") DO UPDATE SET "b"=...     */
+    s_text_add(&sql, "INSERT INTO main.");
+    s_text_add_identifier(&sql, name);
+    s_text_add(&sql, "(");
+    int parameters = 0;
+    for (size_t slave = 0; slave < column_count; slave++) {
+        if (columns[slave].master_column >= 0) {
+            if (parameters > 0) {
+                s_text_add(&sql, ",");
+            }
+            s_text_add_identifier(&sql, columns[slave].name);
+            mapping->parameter[columns[slave].master_column] = ++parameters;
+        }
+    }
+    s_text_add(&sql, ") VALUES(");
+    for (int parameter = 1; parameter <= parameters; parameter++) {
+        s_text_add(&sql, parameter > 1 ? ",?" : "?");
+        s_text_add_number(&sql, (size_t) parameter);
+    }
+    s_text_add(&sql, ") ON CONFLICT(");
+    for (uint32_t key = 0; key < table->pk_count; key++) {
+        for (size_t slave = 0; slave < column_count; slave++) {
+            if (columns[slave].pk == (int) key + 1) {
+                s_text_add(&sql, key > 0 ? "," : "");
+                s_text_add_identifier(&sql, columns[slave].name);
+            }
+        }
+    }
+    s_text_add(&sql, ") DO ");
+    int updated = 0;
+    for (size_t slave = 0; slave < column_count; slave++) {
+        if (columns[slave].master_column >= 0 && columns[slave].pk == 0) {
+            s_text_add(&sql, updated++ ? "," : "UPDATE SET ");
+            s_text_add_identifier(&sql, columns[slave].name);
+            s_text_add(&sql, "=excluded.");
+            s_text_add_identifier(&sql, columns[slave].name);
+        }
+    }
+    if (updated == 0) {
+        s_text_add(&sql, "NOTHING");
+    }
+    if (sql.failed) {
+        code = s_fail(self, VS_ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    int rc = sqlite3_prepare_v3(self->db, sql.data, -1, SQLITE_PREPARE_PERSISTENT,
+                                &mapping->upsert, NULL);
+    if (rc != SQLITE_OK) {
+        code = s_fail(self, VS_ESCHEMA, "table '%s': cannot prepare the upsert: %s", shown,
+                      sqlite3_errmsg(self->db));
+        goto cleanup;
+    }
+    /*  DELETE FROM main."t" WHERE "a" IS ?1 AND "b" IS ?2 (IS: a key may hold NULL).          */
+    sql.size = 0;
+    s_text_add(&sql, "DELETE FROM main.");
+    s_text_add_identifier(&sql, name);
+    s_text_add(&sql, " WHERE ");
+    for (uint32_t key = 0; key < table->pk_count; key++) {
+        for (size_t slave = 0; slave < column_count; slave++) {
+            if (columns[slave].pk == (int) key + 1) {
+                s_text_add(&sql, key > 0 ? " AND " : "");
+                s_text_add_identifier(&sql, columns[slave].name);
+                s_text_add(&sql, " IS ?");
+                s_text_add_number(&sql, key + 1);
+            }
+        }
+    }
+    if (sql.failed) {
+        code = s_fail(self, VS_ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    rc = sqlite3_prepare_v3(self->db, sql.data, -1, SQLITE_PREPARE_PERSISTENT, &mapping->delete,
+                            NULL);
+    if (rc != SQLITE_OK) {
+        code = s_fail(self, VS_ESCHEMA, "table '%s': cannot prepare the delete: %s", shown,
+                      sqlite3_errmsg(self->db));
+        goto cleanup;
+    }
+    code = VS_OK;
+cleanup:
+    if (code == VS_OK) {
+        *mapping_p = mapping;
+    } else {
+        s_mapping_destroy(&mapping);
+    }
+    s_slave_columns_free(columns, column_count);
+    free(sql.data);
+    free(message.data);
+    free(name);
+    return code;
+}
+
+/*  The cached mapping of the set's table, built on first use.                                 */
+static int s_mapping_get(vs_apply_t *self, const vs_changeset_t *set, uint32_t table_index,
+                         s_mapping_t **mapping_p)
+{
+    if (self->set_mappings[table_index]) {
+        *mapping_p = self->set_mappings[table_index];
+        return VS_OK;
+    }
+    const vs_table_t *table = &set->tables[table_index];
+    int code = s_signature(self, table);
+    if (code != VS_OK) {
+        return code;
+    }
+    s_mapping_t *mapping = zhashx_lookup(self->mappings, self->signature);
+    if (!mapping) {
+        code = s_mapping_build(self, table, &mapping);
+        if (code != VS_OK) {
+            return code;
+        }
+        if (zhashx_insert(self->mappings, self->signature, mapping) != 0) {
+            s_mapping_destroy(&mapping);
+            return s_fail(self, VS_ENOMEM, "out of memory");
+        }
+    }
+    self->set_mappings[table_index] = mapping;
+    *mapping_p = mapping;
+    return VS_OK;
+}
+
+/* ------------------------------------------------------------------------------------------
+    Applying change sets.                                                                     */
+
+static int s_bind(sqlite3_stmt *stmt, int parameter, const vs_value_t *value)
+{
+    switch (value->type) {
+    case VS_INTEGER:
+        return sqlite3_bind_int64(stmt, parameter, value->as.integer);
+    case VS_REAL:
+        return sqlite3_bind_double(stmt, parameter, value->as.real);
+    case VS_TEXT:
+        /*  The buffer outlives the step; "" keeps an empty text a text, not a NULL.          */
+        return sqlite3_bind_text64(stmt, parameter,
+                                   value->as.bytes.size ? value->as.bytes.data : "",
+                                   value->as.bytes.size, SQLITE_STATIC, SQLITE_UTF8);
+    case VS_BLOB:
+        if (value->as.bytes.size == 0) {
+            return sqlite3_bind_zeroblob(stmt, parameter, 0);
+        }
+        return sqlite3_bind_blob64(stmt, parameter, value->as.bytes.data, value->as.bytes.size,
+                                   SQLITE_STATIC);
+    case VS_NULL:
+        return sqlite3_bind_null(stmt, parameter);
+    default:
+        return SQLITE_MISMATCH;
+    }
+}
+
+static int s_apply_change(vs_apply_t *self, const vs_changeset_t *set, const vs_change_t *change)
+{
+    if (change->table >= set->table_count) {
+        return s_fail(self, VS_EPROTO, "change names table %u of %u", change->table,
+                      set->table_count);
+    }
+    s_mapping_t *mapping = NULL;
+    int code = s_mapping_get(self, set, change->table, &mapping);
+    if (code != VS_OK || mapping->skip) {
+        return code;
+    }
+    sqlite3_stmt *stmt = NULL;
+    int rc = SQLITE_OK;
+    if (change->op == VS_OP_UPSERT && change->value_count == mapping->column_count) {
+        stmt = mapping->upsert;
+        for (uint32_t column = 0; column < change->value_count && rc == SQLITE_OK; column++) {
+            if (mapping->parameter[column] > 0) {
+                rc = s_bind(stmt, mapping->parameter[column], &change->values[column]);
+            }
+        }
+    } else if (change->op == VS_OP_DELETE && change->value_count == mapping->pk_count) {
+        stmt = mapping->delete;
+        for (uint32_t key = 0; key < change->value_count && rc == SQLITE_OK; key++) {
+            rc = s_bind(stmt, (int) key + 1, &change->values[key]);
+        }
+    } else {
+        return s_fail(self, VS_EPROTO, "change of op %d with %u values", (int) change->op,
+                      change->value_count);
+    }
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(stmt);
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    sqlite3_reset(stmt);
+    if (rc != SQLITE_OK) {
+        char sample[80];
+        const vs_bytes_t *name = &set->tables[change->table].name;
+        return s_fail(self, VS_ESTORE, "table '%s': %s failed: %s",
+                      s_sample(name->data, name->size, sample, sizeof sample),
+                      change->op == VS_OP_UPSERT ? "upsert" : "delete",
+                      sqlite3_errmsg(self->db));
+    }
+    self->batch_rows++;
+    return VS_OK;
+}
+
+int vs_apply_set(vs_apply_t *self, const char *stream_name, uint64_t seq,
+                 const uint8_t hash[VS_HASH_SIZE], const void *changeset, size_t size,
+                 bool *applied)
+{
+    if (applied) {
+        *applied = false;
+    }
+    if (!hash || (!changeset && size > 0)) {
+        return s_fail(self, VS_EINVAL, "invalid arguments");
+    }
+    s_stream_t *stream = NULL;
+    int code = s_stream_get(self, stream_name, &stream);
+    if (code != VS_OK) {
+        return code;
+    }
+    if (seq <= stream->seq) {
+        return VS_OK;
+    }
+    if (seq != stream->seq + 1) {
+        return s_fail(self, VS_EGAP, "stream %s: set %" PRIu64 " does not follow position %" PRIu64,
+                      stream->name, seq, stream->seq);
+    }
+    uint8_t expected[VS_HASH_SIZE];
+    vs_chain_next(stream->hash, changeset, size, expected);
+    if (memcmp(expected, hash, VS_HASH_SIZE) != 0) {
+        s_fail(self, VS_ECHAIN,
+               "chain mismatch on stream %s at seq %" PRIu64 ": fork or corrupted history",
+               stream->name, seq);
+        return s_abort(self, VS_ECHAIN);
+    }
+    vs_changeset_t set;
+    const char *why = NULL;
+    code = vs_changeset_open(&set, changeset, size, &why);
+    if (code != VS_OK) {
+        s_fail(self, code, "stream %s seq %" PRIu64 ": bad change set: %s", stream->name, seq,
+               why ? why : vs_strerror(code));
+        return s_abort(self, code);
+    }
+    if (!self->in_batch) {
+        if (s_step_once(self->begin) != SQLITE_OK) {
+            vs_changeset_close(&set);
+            return s_fail(self, VS_ESTORE, "cannot begin a transaction: %s",
+                          sqlite3_errmsg(self->db));
+        }
+        self->in_batch = true;
+        self->batch_rows = 0;
+        self->batch_sets = 0;
+    }
+    if (set.table_count > self->set_mappings_capacity) {
+        s_mapping_t **grown = realloc(self->set_mappings, set.table_count * sizeof *grown);
+        if (!grown) {
+            vs_changeset_close(&set);
+            s_fail(self, VS_ENOMEM, "out of memory");
+            return s_abort(self, VS_ENOMEM);
+        }
+        self->set_mappings = grown;
+        self->set_mappings_capacity = set.table_count;
+    }
+    if (set.table_count > 0) {
+        memset(self->set_mappings, 0, set.table_count * sizeof *self->set_mappings);
+    }
+    vs_change_t change;
+    while (code == VS_OK && vs_changeset_next(&set, &change)) {
+        code = s_apply_change(self, &set, &change);
+    }
+    bool consistent = (set.flags & VS_CHANGESET_CONSISTENT) != 0;
+    vs_changeset_close(&set);
+    if (code != VS_OK) {
+        return s_abort(self, code);
+    }
+    stream->seq = seq;
+    memcpy(stream->hash, hash, VS_HASH_SIZE);
+    stream->touched = true;
+    stream->consistent = consistent;
+    self->batch_sets++;
+    if (applied) {
+        *applied = true;
+    }
+    return VS_OK;
+}
