@@ -22,6 +22,15 @@
       - "$TERM" stops it cleanly: every ACKed change set is committed.
       - "ENDPOINTS" (request) answers two frames: the request and live endpoints as bound
         (useful with port 0 / ephemeral binds in tests).
+
+    "ERROR" reasons are one line, e.g. "cannot bind request endpoint 'tcp://127.0.0.1:5570':
+    Address already in use", "cannot bind ZAP handler ..." (only one broker, or zauth, per
+    process: the ZAP endpoint is per ZeroMQ context), "history.db is inconsistent: ...".
+
+    Bad requests are answered ERROR with a code and reason and logged as one warning line; a
+    peer with more than 16 bad requests in 60 s is ignored for 60 s. A failed commit (full
+    disk, I/O error, locked database) answers each PUBLISH of the batch ERROR VS_ESTORE and
+    the broker goes on serving.
 */
 #ifndef VS_BROKER_H_INCLUDED
 #define VS_BROKER_H_INCLUDED
@@ -39,8 +48,8 @@ typedef struct {
     zcert_t *cert;                /* broker key pair; borrowed until "OK"                   */
     const char *publishers_dir;   /* public certificates allowed to publish                 */
     const char *subscribers_dir;  /* public certificates allowed to subscribe               */
-    const char *request_endpoint; /* e.g. tcp://127.0.0.1:5570                              */
-    const char *live_endpoint;    /* e.g. tcp://127.0.0.1:5571                              */
+    const char *request_endpoint; /* NULL: tcp://127.0.0.1:5570; port * binds an ephemeral one */
+    const char *live_endpoint;    /* NULL: tcp://127.0.0.1:5571                             */
     int heartbeat_ms;             /* 0: 1000                                                */
     vs_logger_t logger;
 } vs_broker_config_t;
