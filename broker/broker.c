@@ -352,12 +352,25 @@ static void s_handle_publish(s_broker_t *self, s_reply_t *reply, const vs_msg_t 
         s_peer_error(self, &reply->routing_id, address);
         return;
     }
+    uint64_t first_version = changeset.first_version;
     uint64_t last_version = changeset.last_version;
     vs_changeset_close(&changeset);
 
     vs_history_receipt_t receipt;
-    rc = vs_history_append(self->history, request->stream, request->publisher, last_version,
-                           request->changeset.data, request->changeset.size, &receipt);
+    rc = vs_history_append(self->history, request->stream, request->publisher, first_version,
+                           last_version, request->changeset.data, request->changeset.size,
+                           &receipt);
+    if (rc == VS_EGAP) {
+        /* Not the peer's fault: an earlier set was lost on the way (a broker crash, say)
+           while later ones were still queued. It resends from its acknowledged version.   */
+        char reason[sizeof reply->reason];
+        snprintf(reason, sizeof reason,
+                 "versions must follow: stored up to %llu, this set starts at %llu; resend "
+                 "from the acknowledged version",
+                 (unsigned long long) receipt.last_version, (unsigned long long) first_version);
+        s_queue_error(self, reply, request->request_id, VS_EGAP, reason);
+        return;
+    }
     if (rc == VS_EINVAL) {
         s_queue_error(self, reply, request->request_id, VS_EPROTO,
                       "invalid stream name or publisher id");

@@ -644,8 +644,8 @@ static s_stream_t *s_stream_require(vs_history_t *self, vs_bytes_t name, int *st
 }
 
 int vs_history_append(vs_history_t *self, vs_bytes_t stream_name, vs_bytes_t publisher_id,
-                      uint64_t last_version, const void *changeset, size_t size,
-                      vs_history_receipt_t *receipt)
+                      uint64_t first_version, uint64_t last_version, const void *changeset,
+                      size_t size, vs_history_receipt_t *receipt)
 {
     memset(receipt, 0, sizeof *receipt);
     if (!vs_stream_name_valid(stream_name.data, stream_name.size) ||
@@ -671,6 +671,11 @@ int vs_history_append(vs_history_t *self, vs_bytes_t stream_name, vs_bytes_t pub
         receipt->seq = stream->head;
         memcpy(receipt->hash, stream->hash, VS_HASH_SIZE);
         return VS_OK;
+    }
+    if (publisher && first_version > publisher->last_version + 1) {
+        receipt->seq = stream->head;
+        receipt->last_version = publisher->last_version;
+        return VS_EGAP;
     }
     int status = s_begin(self);
     if (status != VS_OK) {

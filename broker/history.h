@@ -29,6 +29,7 @@ typedef struct {
     bool duplicate;             /* its last_version was already stored: nothing staged   */
     uint64_t seq;               /* the set's sequence; for a duplicate the stream's head */
     uint8_t hash[VS_HASH_SIZE]; /* the chain hash after the set (head hash if duplicate) */
+    uint64_t last_version;      /* on VS_EGAP: the highest version stored for the publisher */
 } vs_history_receipt_t;
 
 /*  One catch-up reply. entries and their bytes are borrowed from the history and stay valid
@@ -56,16 +57,21 @@ int vs_history_open(const char *data_dir, const vs_logger_t *logger, vs_history_
     NULL; safe on NULL and twice.                                                               */
 void vs_history_destroy(vs_history_t **self_p);
 
-/*  Stages one change set of publisher on stream, whose highest version is last_version. A set
-    whose last_version is not above the highest stored or staged for (stream, publisher) is a
-    duplicate: nothing is staged. Otherwise the set gets the stream's next sequence and chain
-    hash; a new stream or publisher is created. changeset is borrowed until the batch is
-    committed. Returns VS_OK, VS_EINVAL (invalid stream name or publisher id), VS_ENOMEM, or
-    VS_ESTORE: the database failed and the whole batch is lost (vs_history_commit then rolls it
-    back and returns VS_ESTORE).                                                               */
+/*  Stages one change set of publisher on stream, covering versions first_version to
+    last_version. A set whose last_version is not above the highest stored or staged for
+    (stream, publisher) is a duplicate: nothing is staged. A set of a known publisher whose
+    first_version is above that highest + 1 would leave versions out (an earlier set was lost
+    on the way, for instance in a broker crash, while later ones were still queued): nothing is
+    staged and VS_EGAP is returned, so that the publisher resends from its acknowledged
+    version. Otherwise the set gets the stream's next sequence and chain hash; a new stream or
+    publisher is created. changeset is borrowed until the batch is committed. Returns VS_OK,
+    VS_EGAP, VS_EINVAL (invalid stream name or publisher id), VS_ENOMEM, or VS_ESTORE: the
+    database failed and the whole batch is lost (vs_history_commit then rolls it back and
+    returns VS_ESTORE). receipt->seq holds the head and receipt->last_version the highest
+    version stored for the publisher on VS_EGAP.                                               */
 int vs_history_append(vs_history_t *self, vs_bytes_t stream, vs_bytes_t publisher,
-                      uint64_t last_version, const void *changeset, size_t size,
-                      vs_history_receipt_t *receipt);
+                      uint64_t first_version, uint64_t last_version, const void *changeset,
+                      size_t size, vs_history_receipt_t *receipt);
 
 /*  True while a batch is open (vs_history_append staged something or failed).                 */
 bool vs_history_pending(const vs_history_t *self);

@@ -405,7 +405,7 @@ static void s_handle_error(s_publisher_t *self, const vs_msg_t *msg)
 {
     char reason[256];
     vs_escape_sample(msg->reason.data, msg->reason.size, reason, sizeof reason);
-    if (msg->code == VS_ESTORE) {
+    if (msg->code == VS_ESTORE || msg->code == VS_EGAP) {
         bool in_flight = false;
         for (size_t index = 0; index < self->flight_count && !in_flight; index++) {
             in_flight = self->flights[index].request_id == msg->request_id;
@@ -414,11 +414,13 @@ static void s_handle_error(s_publisher_t *self, const vs_msg_t *msg)
             return; /* about a set sent before the last rewind: already being resent */
         }
         vs_log(&self->logger, VS_LOG_WARNING,
-               "publisher: stream '%s': the broker could not store a change set (%s); "
-               "resending from version %llu",
-               self->stream, reason, (unsigned long long) self->acked_version + 1);
+               "publisher: stream '%s': the broker %s (%s); resending from version %llu",
+               self->stream,
+               msg->code == VS_EGAP ? "missed an earlier change set" : "could not store a change set",
+               reason, (unsigned long long) self->acked_version + 1);
         s_rewind(self);
-        self->retry_at = zclock_mono() + S_STORE_RETRY_MS;
+        /* A full or failing disk needs time; a gap is repaired at once.                     */
+        self->retry_at = zclock_mono() + (msg->code == VS_ESTORE ? S_STORE_RETRY_MS : 0);
         return;
     }
     s_fail(self, "the broker refused a change set: %s: %s", vs_strerror((int) msg->code), reason);

@@ -1076,20 +1076,25 @@ static void test_history_unit(void)
     char why[256];
     VS_REQUIRE(vs_history_open(data, &logger, &history, why, sizeof why) == VS_OK);
     vs_history_receipt_t receipt;
-    VS_CHECK(vs_history_append(history, s_bytes("bad name!"), s_bytes("p"), 1, "x", 1, &receipt) ==
+    VS_CHECK(vs_history_append(history, s_bytes("bad name!"), s_bytes("p"), 1, 1, "x", 1, &receipt) ==
              VS_EINVAL);
-    VS_CHECK(vs_history_append(history, s_bytes("s"), s_bytes("bad id"), 1, "x", 1, &receipt) ==
+    VS_CHECK(vs_history_append(history, s_bytes("s"), s_bytes("bad id"), 1, 1, "x", 1, &receipt) ==
              VS_EINVAL);
-    VS_CHECK(vs_history_append(history, s_bytes("s"), s_bytes("p"), 5, "abc", 3, &receipt) ==
+    VS_CHECK(vs_history_append(history, s_bytes("s"), s_bytes("p"), 5, 5, "abc", 3, &receipt) ==
              VS_OK);
     VS_CHECK(!receipt.duplicate && receipt.seq == 1);
     /* a duplicate of a staged set is recognised before the commit                            */
-    VS_CHECK(vs_history_append(history, s_bytes("s"), s_bytes("p"), 5, "abc", 3, &receipt) ==
+    VS_CHECK(vs_history_append(history, s_bytes("s"), s_bytes("p"), 5, 5, "abc", 3, &receipt) ==
              VS_OK);
     VS_CHECK(receipt.duplicate && receipt.seq == 1);
-    VS_CHECK(vs_history_append(history, s_bytes("s"), s_bytes("p"), 6, "def", 3, &receipt) ==
+    VS_CHECK(vs_history_append(history, s_bytes("s"), s_bytes("p"), 6, 6, "def", 3, &receipt) ==
              VS_OK);
     VS_CHECK(receipt.seq == 2);
+    /* a set that would leave versions out (an earlier one lost on the way) is refused, and
+       nothing is staged: the publisher resends from its acknowledged version               */
+    VS_CHECK(vs_history_append(history, s_bytes("s"), s_bytes("p"), 8, 9, "ghi", 3, &receipt) ==
+             VS_EGAP);
+    VS_CHECK(receipt.last_version == 6 && receipt.seq == 2 && !receipt.duplicate);
     VS_CHECK(vs_history_pending(history));
     VS_CHECK(vs_history_commit(history) == VS_OK);
     VS_CHECK(!vs_history_pending(history));
@@ -1117,7 +1122,7 @@ static void test_history_unit(void)
 
     VS_REQUIRE(vs_history_open(data, &logger, &history, why, sizeof why) == VS_OK);
     VS_CHECK(vs_history_stream_count(history) == 1);
-    VS_CHECK(vs_history_append(history, s_bytes("s"), s_bytes("p"), 6, "def", 3, &receipt) ==
+    VS_CHECK(vs_history_append(history, s_bytes("s"), s_bytes("p"), 6, 6, "def", 3, &receipt) ==
              VS_OK);
     VS_CHECK(receipt.duplicate && receipt.seq == 2);
     vs_history_destroy(&history);

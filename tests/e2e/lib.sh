@@ -95,14 +95,26 @@ start() {
     PIDS[$name]=$!
 }
 
-stop() {    # stop NAME [SIGNAL]: signals the process and waits for it; prints its exit code.
+# stop NAME [SIGNAL]: signals the process and waits for it (at most 20 s, then SIGKILL);
+# its exit code is left in $STOPPED. Call it in this shell, not in $(...): a subshell cannot
+# wait for this shell's children.
+STOPPED=
+stop() {
     local name=$1 signal=${2:-TERM} pid=${PIDS[$1]:-}
+    STOPPED=
     [ -n "$pid" ] || return 0
     kill -s "$signal" "$pid" 2>/dev/null
-    local code=0
-    wait "$pid" 2>/dev/null || code=$?
+    local waited=0
+    while kill -0 "$pid" 2>/dev/null && [ $waited -lt 1000 ]; do
+        sleep 0.02
+        waited=$((waited + 1))
+        # a zombie has exited: wait collects it below
+        [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" = Z ] && break
+    done
+    kill -0 "$pid" 2>/dev/null && [ "$(ps -o stat= -p "$pid" | cut -c1)" != Z ] && kill -9 "$pid"
+    STOPPED=0
+    wait "$pid" 2>/dev/null || STOPPED=$?
     unset "PIDS[$name]"
-    echo "$code"
 }
 
 running() { kill -0 "${PIDS[$1]}" 2>/dev/null; }
@@ -142,7 +154,7 @@ start_subscriber() {  # start_subscriber NAME DB KEY --stream S [more options...
 
 # dump DB TABLE: every row, SQL-quoted so that types show, in primary key order.
 dump() {
-    sqlite3 -readonly "$1" ".mode quote" ".headers off" \
+    sqlite3 -readonly -cmd ".timeout 5000" "$1" ".mode quote" ".headers off" \
         "SELECT * FROM \"$2\" ORDER BY 1, 2" 2>/dev/null
 }
 
@@ -165,6 +177,6 @@ show_difference() {   # for the log when an equality check fails
     diff <(dump "$master" "$table") <(dump "$slave" "$table") | head -20
 }
 
-count_rows() { sqlite3 -readonly "$1" "SELECT count(*) FROM \"$2\"" 2>/dev/null || echo 0; }
+count_rows() { sqlite3 -readonly -cmd ".timeout 5000" "$1" "SELECT count(*) FROM \"$2\"" 2>/dev/null || echo 0; }
 
 PORT=$(free_port_pair) || { echo "no free port"; exit 1; }

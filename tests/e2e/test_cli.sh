@@ -8,7 +8,7 @@ expect_exit() {   # expect_exit CODE PATTERN command...: exit code and a line ma
     local code=$1 pattern=$2
     shift 2
     local output status=0
-    output=$("$@" 2>&1) || status=$?
+    output=$(timeout 30 "$@" 2>&1) || status=$?
     if [ "$status" != "$code" ]; then
         echo "exit $status, expected $code: $output"
         return 1
@@ -37,8 +37,9 @@ make_keys || { log "keygen failed"; exit 1; }
 broker_args=(--data "$ROOT/data" --publishers "$ROOT/publishers" --subscribers "$ROOT/subscribers")
 check "missing certificate: exit 1" expect_exit 1 "cannot read --cert '$ROOT/none'" \
     "$VERSYNC" broker "${broker_args[@]}" --cert "$ROOT/none" --bind "tcp://127.0.0.1:$PORT"
+mkdir -p "$ROOT/public-only" && cp "$ROOT/keys/broker" "$ROOT/public-only/"
 check "a public certificate as --cert: exit 1" expect_exit 1 "no secret key" \
-    "$VERSYNC" broker "${broker_args[@]}" --cert "$ROOT/keys/broker" --bind "tcp://127.0.0.1:$PORT"
+    "$VERSYNC" broker "${broker_args[@]}" --cert "$ROOT/public-only/broker" --bind "tcp://127.0.0.1:$PORT"
 check "missing folder: exit 1" expect_exit 1 "not a directory" \
     "$VERSYNC" broker --data "$ROOT/data" --publishers "$ROOT/nowhere" --subscribers "$ROOT/subscribers" \
     --cert "$ROOT/keys/broker_secret"
@@ -54,5 +55,6 @@ check "status of an empty broker" expect_exit 0 "no streams yet" \
 check "status with an unknown key times out with a hint: exit 1" expect_exit 1 "no answer" \
     "$VERSYNC" status --broker "tcp://127.0.0.1:$PORT" --broker-key "$ROOT/keys/broker" --cert "$ROOT/keys/stranger_secret"
 check "the broker logs with a level" grep -qE "^I: " "$ROOT/broker.log"
-check "the broker exits 0 on SIGTERM" test "$(stop broker TERM)" == 0
+stop broker TERM
+check "the broker exits 0 on SIGTERM" test "$STOPPED" == 0
 finish

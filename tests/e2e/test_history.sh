@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh" "$1"
 east=$ROOT/east.db
 west=$ROOT/west.db
 make_keys || { log "keygen failed"; exit 1; }
-sqlite3 "$east" "CREATE TABLE sales(id INTEGER PRIMARY KEY, region TEXT, amount REAL);"
+sqlite3 -cmd ".timeout 10000" "$east" "CREATE TABLE sales(id INTEGER PRIMARY KEY, region TEXT, amount REAL);"
 sqlite3 "$west" "CREATE TABLE stock(sku TEXT PRIMARY KEY, qty INTEGER, photo BLOB);"
 
 start_broker || { log "broker did not start"; cat "$ROOT/broker.log"; exit 1; }
@@ -19,11 +19,11 @@ start_publisher west "$west" pub2
     echo "COMMIT;"
     for i in $(seq 1 200); do echo "UPDATE sales SET amount = amount + 1 WHERE id = $i;"; done
     echo "DELETE FROM sales WHERE id > 2900;"
-} | sqlite3 "$east"
+} | sqlite3 -cmd ".timeout 10000" "$east"
 {
     for i in $(seq 1 500); do echo "INSERT INTO stock VALUES ('sku-$i', $i, randomblob($i));"; done
     echo "UPDATE stock SET qty = 0 WHERE qty % 2 = 0;"
-} | sqlite3 "$west"
+} | sqlite3 -cmd ".timeout 10000" "$west"
 
 all_acked() {   # all_acked DB: the publisher has no unacknowledged log row left
     [ "$(sqlite3 -readonly "$1" ".timeout 2000" "SELECT count(*) FROM _versync_log
@@ -31,14 +31,14 @@ all_acked() {   # all_acked DB: the publisher has no unacknowledged log row left
 }
 both_acked() { all_acked "$east" && all_acked "$west"; }
 check "the broker acknowledges both streams" wait_until 30 both_acked
-stop east >/dev/null
-stop west >/dev/null
+stop east
+stop west
 east_head=$(head_of east)
 west_head=$(head_of west)
 check "status shows a head for each stream" test "$east_head" -gt 0 -a "$west_head" -gt 0
 
 log "restart the broker: it resumes every stream"
-stop broker >/dev/null
+stop broker
 start_broker || { log "broker did not restart"; exit 1; }
 check "heads survive a broker restart" \
     test "$(head_of east) $(head_of west)" == "$east_head $west_head"
@@ -52,9 +52,9 @@ check "its positions equal the heads" \
     test "$(sqlite3 "$slave" "SELECT group_concat(seq, ' ') FROM (SELECT seq FROM _versync_state ORDER BY stream)")" == "$east_head $west_head"
 
 log "stop the slave, write more, restart it: it resumes from its position"
-stop late >/dev/null
+stop late
 start_publisher east "$east" pub1
-sqlite3 "$east" "INSERT INTO sales VALUES (5000, 'late', 1.0); DELETE FROM sales WHERE id = 1;"
+sqlite3 -cmd ".timeout 10000" "$east" "INSERT INTO sales VALUES (5000, 'late', 1.0); DELETE FROM sales WHERE id = 1;"
 head_above() { [ "$(head_of "$1")" -gt "$2" ]; }
 check "the broker stores the new writes" wait_until 20 head_above east "$east_head"
 start_subscriber late "$slave" sub1 --stream east --stream west

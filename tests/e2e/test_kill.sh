@@ -10,7 +10,7 @@ master=$ROOT/bank.db
 slave=$ROOT/slave.db
 make_keys || { log "keygen failed"; exit 1; }
 
-sqlite3 "$master" <<'SQL'
+sqlite3 -cmd ".timeout 10000" "$master" <<'SQL'
 CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL);
 CREATE TABLE events(id INTEGER PRIMARY KEY, account INTEGER, amount INTEGER, note TEXT);
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)
@@ -38,7 +38,7 @@ writer() {   # rounds of 200 transfers, with a bulk transaction of ~3 MiB every 
                 echo "UPDATE accounts SET balance = balance + 7 WHERE id = 2;"
                 echo "COMMIT;"
             fi
-        } | sqlite3 "$master" || echo "writer round $round failed" >>"$ROOT/writer.errors"
+        } | sqlite3 -cmd ".timeout 10000" "$master" || echo "writer round $round failed" >>"$ROOT/writer.errors"
         sleep 0.05
     done
 }
@@ -67,19 +67,19 @@ writer &
 WRITER=$!
 
 sleep 0.7
-log "kill -9 publisher";  stop pub KILL >/dev/null;    sleep 0.3; start_publisher pub "$master" pub1
+log "kill -9 publisher";  stop pub KILL;    sleep 0.3; start_publisher pub "$master" pub1
 sleep 0.7
-log "kill -9 broker";     stop broker KILL >/dev/null; sleep 0.3; start_broker || log "broker restart slow"
+log "kill -9 broker";     stop broker KILL; sleep 0.3; start_broker || log "broker restart slow"
 sleep 0.7
-log "kill -9 subscriber"; stop sub KILL >/dev/null;    sleep 0.3; start_subscriber sub "$slave" sub1 --stream bank
+log "kill -9 subscriber"; stop sub KILL;    sleep 0.3; start_subscriber sub "$slave" sub1 --stream bank
 sleep 0.7
-log "kill -9 all three";  stop pub KILL >/dev/null; stop broker KILL >/dev/null; stop sub KILL >/dev/null
+log "kill -9 all three";  stop pub KILL; stop broker KILL; stop sub KILL
 sleep 0.3
 start_broker || log "broker restart slow"
 start_subscriber sub "$slave" sub1 --stream bank
 start_publisher pub "$master" pub1
 sleep 0.5
-log "kill -9 subscriber again"; stop sub KILL >/dev/null; start_subscriber sub "$slave" sub1 --stream bank
+log "kill -9 subscriber again"; stop sub KILL; start_subscriber sub "$slave" sub1 --stream bank
 
 wait "$WRITER"
 check "the writer committed every transaction" test ! -s "$ROOT/writer.errors"
@@ -92,7 +92,7 @@ if ! tables_equal "$master" "$slave" accounts events; then
     log "events: master $(count_rows "$master" events), slave $(count_rows "$slave" events)"
 fi
 check "the master's invariant holds" \
-    test "$(sqlite3 "$master" "SELECT sum(balance) FROM accounts")" == "$TOTAL"
+    test "$(sqlite3 -cmd ".timeout 10000" "$master" "SELECT sum(balance) FROM accounts")" == "$TOTAL"
 check "no half transaction was ever visible on the slave" test ! -s "$ROOT/violations"
 [ -s "$ROOT/violations" ] && head -5 "$ROOT/violations"
 check "every event arrived exactly once" \

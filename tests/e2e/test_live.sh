@@ -10,7 +10,7 @@ master=$ROOT/shop.db
 slave=$ROOT/slave.db
 make_keys || { log "keygen failed"; exit 1; }
 
-sqlite3 "$master" <<'SQL'
+sqlite3 -cmd ".timeout 10000" "$master" <<'SQL'
 CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, price REAL, data BLOB);
 CREATE TABLE people(email TEXT PRIMARY KEY, name TEXT NOT NULL, age INTEGER);
 CREATE TABLE pairs(a INTEGER, b TEXT, value REAL, PRIMARY KEY (b, a)) WITHOUT ROWID;
@@ -27,7 +27,7 @@ start_subscriber sub "$slave" sub1 --stream shop
 check "row written before the first attach is replicated" \
     wait_until 20 tables_equal "$master" "$slave" items
 
-sqlite3 "$master" <<'SQL'
+sqlite3 -cmd ".timeout 10000" "$master" <<'SQL'
 BEGIN;
 INSERT INTO items VALUES (2, 'two', 2, 2.25, NULL), (3, 'three', -3, -0.5, x''),
                          (4, 'min', -9223372036854775808, 1e308, randomblob(1000)),
@@ -42,8 +42,8 @@ check "multi-table insert transaction converges" \
 
 for i in $(seq 10 400); do
     echo "INSERT INTO items VALUES ($i, 'item $i', $i, $i.5, randomblob($((i % 7))));"
-done | sqlite3 "$master"
-sqlite3 "$master" <<'SQL'
+done | sqlite3 -cmd ".timeout 10000" "$master"
+sqlite3 -cmd ".timeout 10000" "$master" <<'SQL'
 UPDATE items SET qty = qty * 2, name = name || ' (updated)' WHERE id % 3 = 0;
 UPDATE people SET age = 37 WHERE email = 'ada@example.org';
 DELETE FROM items WHERE id % 5 = 0;
@@ -56,7 +56,7 @@ SQL
 check "single-row autocommits, updates, deletes and key changes converge" \
     wait_until 20 tables_equal "$master" "$slave" $TABLES
 
-sqlite3 "$master" <<'SQL'
+sqlite3 -cmd ".timeout 10000" "$master" <<'SQL'
 BEGIN;
 UPDATE items SET qty = 0 WHERE id < 50;
 INSERT INTO people VALUES ('grace@example.org', 'Grace', 85);
@@ -85,9 +85,12 @@ json_status() {
 }
 check "status --json (with a publisher's key) is one object with the stream" json_status
 
-check "publisher exits 0 on SIGTERM" test "$(stop pub)" == 0
-check "subscriber exits 0 on SIGTERM" test "$(stop sub)" == 0
-check "broker exits 0 on SIGINT" test "$(stop broker INT)" == 0
+stop pub
+check "publisher exits 0 on SIGTERM" test "$STOPPED" == 0
+stop sub
+check "subscriber exits 0 on SIGTERM" test "$STOPPED" == 0
+stop broker INT
+check "broker exits 0 on SIGINT" test "$STOPPED" == 0
 check "slave holds its position with the data" \
-    test "$(sqlite3 "$slave" "SELECT seq FROM _versync_state WHERE stream = 'shop'")" == "$head"
+    test "$(sqlite3 -readonly -cmd ".timeout 5000" "$slave" "SELECT seq FROM _versync_state WHERE stream = 'shop'")" == "$head"
 finish

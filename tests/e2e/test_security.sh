@@ -6,7 +6,7 @@ source "$(dirname "$0")/lib.sh" "$1"
 
 master=$ROOT/vault.db
 make_keys || { log "keygen failed"; exit 1; }
-sqlite3 "$master" "CREATE TABLE secrets(id INTEGER PRIMARY KEY, value TEXT);
+sqlite3 -cmd ".timeout 10000" "$master" "CREATE TABLE secrets(id INTEGER PRIMARY KEY, value TEXT);
                    INSERT INTO secrets VALUES (1, 'one'), (2, 'two');"
 cp "$master" "$ROOT/intruder.db"
 cp "$master" "$ROOT/stranger.db"
@@ -31,7 +31,7 @@ junk() {   # junk PORT: random bytes, a fake ZMTP greeting, and an oversized len
 for _ in $(seq 1 20); do junk "$PORT"; junk $((PORT + 1)); done
 check "the broker survives junk on both endpoints" running broker
 
-sqlite3 "$master" "INSERT INTO secrets VALUES (3, 'three'); UPDATE secrets SET value = 'uno' WHERE id = 1;"
+sqlite3 -cmd ".timeout 10000" "$master" "INSERT INTO secrets VALUES (3, 'three'); UPDATE secrets SET value = 'uno' WHERE id = 1;"
 check "after the junk the broker still replicates new writes" \
     wait_until 20 tables_equal "$master" "$ROOT/good.db" secrets
 
