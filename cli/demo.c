@@ -264,8 +264,10 @@ int vs_cmd_demo(int argc, char **argv)
     printf("  publisher (stream 'master') and subscriber (slave.db) started\n\n");
 
     bool ok = s_wait_converged(master_path, slave_path, "existing rows replicated:");
-    ok = ok && s_insert_orders(master, 1001, 9000)
-      && s_wait_converged(master_path, slave_path, "9000 inserts in 9 transactions:");
+    for (int batch = 0; batch < 9 && ok; batch++) {
+        ok = s_insert_orders(master, 1001 + batch * 1000, 1000);
+    }
+    ok = ok && s_wait_converged(master_path, slave_path, "9000 inserts in 9 transactions:");
     ok = ok && s_exec(master, "UPDATE orders SET qty = qty + 100, note = 'updated' "
                               "WHERE id % 10 = 0")
       && s_wait_converged(master_path, slave_path, "1000 updates:");

@@ -19,8 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define S_BUSY_TIMEOUT_MS 5000
+#define S_ATTACH_PATIENCE_MS 60000 /* how long attaching waits for a locked database */
 /* Internal: a schema load found triggers to install or drop and must run as a writer. */
 #define S_NEED_WRITE (-1)
 #define S_ID_BYTES   16
@@ -918,6 +920,50 @@ cleanup:
     return rc;
 }
 
+static int64_t s_now_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+static int s_probe(vs_capture_t *self)
+{
+    char mode[32];
+    return s_journal_mode(self, "PRAGMA journal_mode", mode, sizeof mode);
+}
+
+static int s_first_schema_load(vs_capture_t *self)
+{
+    return s_schema_load(self, true);
+}
+
+/*  Runs one attach step, waiting out applications that keep the database locked. Switching to
+    WAL needs the exclusive lock, and a writer committing back to back in rollback-journal mode
+    can starve SQLite's busy handler for longer than its timeout: a publisher started next to
+    a busy application must wait, not fail. Other errors fail at once.                        */
+static int s_patiently(vs_capture_t *self, int (*step)(vs_capture_t *))
+{
+    int64_t deadline = s_now_ms() + S_ATTACH_PATIENCE_MS;
+    bool told = false;
+    for (;;) {
+        self->busy = false;
+        int rc = step(self);
+        if (rc == VS_OK || !self->busy || s_now_ms() >= deadline) {
+            return rc;
+        }
+        if (!told) {
+            vs_log(&self->logger, VS_LOG_NOTICE,
+                   "publisher: database '%s' is locked by another connection; waiting up to "
+                   "%d s to attach",
+                   self->db_path, S_ATTACH_PATIENCE_MS / 1000);
+            told = true;
+        }
+        struct timespec pause = {0, 20 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+}
+
 int vs_capture_open(vs_capture_t **self_p, const vs_capture_config_t *config, char *error,
                     size_t error_size)
 {
@@ -976,14 +1022,13 @@ int vs_capture_open(vs_capture_t **self_p, const vs_capture_config_t *config, ch
     }
     sqlite3_busy_timeout(self->db, S_BUSY_TIMEOUT_MS);
     /* The first read tells a file that is not a database. */
-    char mode[32];
-    if (s_journal_mode(self, "PRAGMA journal_mode", mode, sizeof mode) != VS_OK) {
+    if (s_patiently(self, s_probe) != VS_OK) {
         s_set_error(self, "cannot open database '%s': %s", self->db_path, sqlite3_errmsg(self->db));
         rc = VS_ESTORE;
         goto failed;
     }
     rc = VS_ESTORE;
-    if (s_setup(self) != VS_OK ||
+    if (s_patiently(self, s_setup) != VS_OK ||
         s_prepare(self, "PRAGMA schema_version", &self->schema_version_stmt,
                   "cannot prepare a statement") != VS_OK ||
         s_prepare(self, "PRAGMA data_version", &self->data_version_stmt,
@@ -1000,7 +1045,7 @@ int vs_capture_open(vs_capture_t **self_p, const vs_capture_config_t *config, ch
                   &self->store_acked_stmt, "cannot prepare a statement") != VS_OK) {
         goto failed;
     }
-    rc = s_schema_load(self, true);
+    rc = s_patiently(self, s_first_schema_load);
     if (rc != VS_OK) {
         goto failed;
     }

@@ -4,6 +4,7 @@
 #include "testutil.h"
 #include "vs_publisher.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -289,6 +290,52 @@ static void test_open_errors(void)
     VS_CHECK(vs_capture_open(&capture, &tables_config, error, sizeof error) != VS_OK);
     VS_CHECK(strstr(error, "PRIMARY KEY") != NULL);
     VS_CHECK(capture == NULL);
+}
+
+typedef struct {
+    const char *db;
+    int rc;
+    char error[512];
+    vs_capture_t *capture;
+} s_open_job_t;
+
+static void *s_open_in_thread(void *arg)
+{
+    s_open_job_t *job = arg;
+    vs_capture_config_t config = {.db_path = job->db};
+    job->rc = vs_capture_open(&job->capture, &config, job->error, sizeof job->error);
+    return NULL;
+}
+
+/*  A publisher started while another connection holds the database locked (here for longer
+    than SQLite's busy timeout would wait for a starving writer) waits, then attaches.       */
+static void test_open_waits_for_lock(void)
+{
+    const char *db = s_make_db("open_waits", "CREATE TABLE t (id INTEGER PRIMARY KEY, v);"
+                                             "INSERT INTO t VALUES (1, 'one');");
+    sqlite3 *holder = NULL;
+    VS_REQUIRE(sqlite3_open(db, &holder) == SQLITE_OK);
+    VS_REQUIRE(sqlite3_exec(holder, "BEGIN EXCLUSIVE; INSERT INTO t VALUES (2, 'two')", NULL,
+                            NULL, NULL) == SQLITE_OK);
+    s_open_job_t job = {.db = db, .rc = -1};
+    pthread_t thread;
+    VS_REQUIRE(pthread_create(&thread, NULL, s_open_in_thread, &job) == 0);
+    /* Hold the lock past SQLite's 5 s busy timeout: without its own patience the opener
+       would fail here, as it did next to a busy application.                              */
+    struct timespec pause = {5, 500 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    VS_CHECK(sqlite3_exec(holder, "COMMIT", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(holder);
+    pthread_join(thread, NULL);
+    VS_CHECK(job.rc == VS_OK);
+    if (job.rc != VS_OK) {
+        fprintf(stderr, "vs_capture_open: %s\n", job.error);
+    }
+    /* Both rows, the one committed while it waited included, are in its first snapshot.    */
+    sqlite3 *check = s_connect(db);
+    VS_CHECK(s_query_int(check, "SELECT count(*) FROM _versync_log WHERE tbl > 0") == 2);
+    sqlite3_close(check);
+    vs_capture_destroy(&job.capture);
 }
 
 static void test_setup_and_log(void)
@@ -1294,6 +1341,7 @@ int main(void)
     zsys_init();
     zsys_set_logstream(NULL);
     vs_test_run("open_errors", test_open_errors);
+    vs_test_run("open_waits_for_lock", test_open_waits_for_lock);
     vs_test_run("setup_and_log", test_setup_and_log);
     vs_test_run("pk_update", test_pk_update);
     vs_test_run("exact_types", test_exact_types);
