@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -242,4 +243,87 @@ int vs_cli_run_until_signal(const char *command, zactor_t **actor_p)
 bool vs_cli_is_help(const char *argument)
 {
     return streq(argument, "-h") || streq(argument, "--help");
+}
+
+int vs_cli_agent_parse(const char *command, const char *help, int argc, char **argv,
+                       vs_cli_agent_options_t *options)
+{
+    static const struct option long_options[] = {
+        {"db", required_argument, NULL, 'd'},         {"broker", required_argument, NULL, 'b'},
+        {"broker-key", required_argument, NULL, 'k'}, {"cert", required_argument, NULL, 'c'},
+        {"live", required_argument, NULL, 'l'},       {"stream", required_argument, NULL, 's'},
+        {"table", required_argument, NULL, 't'},      {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    memset(options, 0, sizeof *options);
+    options->streams = calloc((size_t) argc + 1, sizeof *options->streams);
+    options->tables = calloc((size_t) argc + 1, sizeof *options->tables);
+    if (!options->streams || !options->tables) {
+        vs_cli_error(command, "out of memory");
+        return VS_CLI_EXIT_RUNTIME;
+    }
+    opterr = 0;
+    optind = 1;
+    int option;
+    while ((option = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
+        switch (option) {
+        case 'd': options->db = optarg; break;
+        case 'b': options->broker = optarg; break;
+        case 'k': options->broker_key_path = optarg; break;
+        case 'c': options->cert_path = optarg; break;
+        case 'l': options->live = optarg; break;
+        case 's': options->streams[options->stream_count++] = optarg; break;
+        case 't': options->tables[options->table_count++] = optarg; break;
+        case 'h': fputs(help, stdout); return VS_CLI_EXIT_OK;
+        default:
+            vs_cli_error(command, "unknown or incomplete option '%s' (see --help)",
+                         argv[optind - 1]);
+            return VS_CLI_EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        vs_cli_error(command, "unexpected argument '%s' (see --help)", argv[optind]);
+        return VS_CLI_EXIT_USAGE;
+    }
+    if (!options->db || !options->broker || !options->broker_key_path || !options->cert_path) {
+        vs_cli_error(command, "--db, --broker, --broker-key and --cert are required (see --help)");
+        return VS_CLI_EXIT_USAGE;
+    }
+    const char *endpoints[] = {options->broker, options->live};
+    for (size_t index = 0; index < 2; index++) {
+        if (endpoints[index] && !vs_cli_endpoint_valid(endpoints[index])) {
+            vs_cli_error(command, "invalid endpoint '%s' (expected tcp://HOST:PORT)",
+                         endpoints[index]);
+            return VS_CLI_EXIT_USAGE;
+        }
+    }
+    for (size_t index = 0; index < options->stream_count; index++) {
+        const char *stream = options->streams[index];
+        if (!vs_stream_name_valid(stream, strlen(stream))) {
+            vs_cli_error(command,
+                         "invalid stream name '%s' (1 to %d characters of A-Z a-z 0-9 . _ -)",
+                         stream, VS_MAX_STREAM_NAME);
+            return VS_CLI_EXIT_USAGE;
+        }
+    }
+    return -1;
+}
+
+bool vs_cli_agent_load_keys(const char *command, vs_cli_agent_options_t *options)
+{
+    options->broker_key = vs_cli_load_public_key(command, "--broker-key", options->broker_key_path);
+    if (options->broker_key) {
+        options->cert = vs_cli_load_secret_cert(command, "--cert", options->cert_path);
+    }
+    return options->cert != NULL;
+}
+
+void vs_cli_agent_free(vs_cli_agent_options_t *options)
+{
+    vs_cli_cert_destroy(&options->cert);
+    free(options->broker_key);
+    free(options->streams);
+    free(options->tables);
+    options->broker_key = NULL;
+    options->streams = options->tables = NULL;
 }

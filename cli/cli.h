@@ -59,6 +59,33 @@ zactor_t *vs_cli_start_actor(const char *command, zactor_fn *actor_fn, void *arg
     then destroys the actor. Returns the exit code.                                        */
 int vs_cli_run_until_signal(const char *command, zactor_t **actor_p);
 
+/*  The options that publish and subscribe share, parsed and checked. Strings borrow argv. */
+typedef struct {
+    const char *db;
+    const char *broker;
+    const char *broker_key_path;
+    const char *cert_path;
+    const char *live;        /* NULL when not given                                     */
+    const char **streams;    /* every --stream, stream_count of them                    */
+    size_t stream_count;
+    const char **tables;     /* every --table                                           */
+    size_t table_count;
+    char *broker_key;        /* loaded by vs_cli_agent_load_keys: Z85, owned            */
+    zcert_t *cert;           /* loaded by vs_cli_agent_load_keys: owned                 */
+} vs_cli_agent_options_t;
+
+/*  Parses --db --broker --broker-key --cert --live --stream... --table... --help, checks the
+    required ones, the endpoints and the stream names. Returns -1 when the command should go
+    on, else the exit code to return (0 after printing help, 2 after a usage error).      */
+int vs_cli_agent_parse(const char *command, const char *help, int argc, char **argv,
+                       vs_cli_agent_options_t *options);
+
+/*  Loads the broker's public key and our secret certificate; false after printing why.    */
+bool vs_cli_agent_load_keys(const char *command, vs_cli_agent_options_t *options);
+
+/*  Frees what parse and load_keys allocated (wiping the secret key); safe twice.          */
+void vs_cli_agent_free(vs_cli_agent_options_t *options);
+
 /*  True when the argument is -h or --help.                                                    */
 bool vs_cli_is_help(const char *argument);
 

@@ -1,6 +1,5 @@
 /*  cmd_publish.c - versync publish: parses argv, installs logging, runs the publisher actor
     until SIGINT or SIGTERM.                                                                   */
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -29,86 +28,36 @@ static const char s_help[] =
 
 int vs_cmd_publish(int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"db", required_argument, NULL, 'd'},     {"broker", required_argument, NULL, 'b'},
-        {"broker-key", required_argument, NULL, 'k'}, {"cert", required_argument, NULL, 'c'},
-        {"live", required_argument, NULL, 'l'},   {"stream", required_argument, NULL, 's'},
-        {"table", required_argument, NULL, 't'},  {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *db = NULL, *broker = NULL, *key_path = NULL, *cert_path = NULL;
-    const char *live = NULL, *stream = NULL;
-    const char **tables = calloc((size_t) argc + 1, sizeof *tables);
-    size_t table_count = 0;
-    int exit_code = VS_CLI_EXIT_USAGE;
-    char *broker_key = NULL;
-    zcert_t *cert = NULL;
-    if (!tables) {
-        return VS_CLI_EXIT_RUNTIME;
-    }
-    opterr = 0;
-    optind = 1;
-    int option;
-    while ((option = getopt_long(argc, argv, "h", options, NULL)) != -1) {
-        switch (option) {
-        case 'd': db = optarg; break;
-        case 'b': broker = optarg; break;
-        case 'k': key_path = optarg; break;
-        case 'c': cert_path = optarg; break;
-        case 'l': live = optarg; break;
-        case 's': stream = optarg; break;
-        case 't': tables[table_count++] = optarg; break;
-        case 'h': fputs(s_help, stdout); exit_code = VS_CLI_EXIT_OK; goto cleanup;
-        default:
-            vs_cli_error("publish", "unknown or incomplete option '%s' (see --help)",
-                         argv[optind - 1]);
-            goto cleanup;
-        }
-    }
-    if (optind < argc) {
-        vs_cli_error("publish", "unexpected argument '%s' (see --help)", argv[optind]);
+    vs_cli_agent_options_t options;
+    int exit_code = vs_cli_agent_parse("publish", s_help, argc, argv, &options);
+    if (exit_code >= 0) {
         goto cleanup;
     }
-    if (!db || !broker || !key_path || !cert_path) {
-        vs_cli_error("publish", "--db, --broker, --broker-key and --cert are required "
-                                "(see --help)");
-        goto cleanup;
-    }
-    if (!vs_cli_endpoint_valid(broker) || (live && !vs_cli_endpoint_valid(live))) {
-        vs_cli_error("publish", "invalid endpoint '%s' (expected tcp://HOST:PORT)",
-                     vs_cli_endpoint_valid(broker) ? live : broker);
-        goto cleanup;
-    }
-    if (stream && !vs_stream_name_valid(stream, strlen(stream))) {
-        vs_cli_error("publish", "invalid stream name '%s' (1 to %d characters of A-Z a-z 0-9 . _ -)",
-                     stream, VS_MAX_STREAM_NAME);
+    exit_code = VS_CLI_EXIT_USAGE;
+    if (options.stream_count > 1) {
+        vs_cli_error("publish", "one --stream at most: a database publishes one stream");
         goto cleanup;
     }
     exit_code = VS_CLI_EXIT_RUNTIME;
-    broker_key = vs_cli_load_public_key("publish", "--broker-key", key_path);
-    cert = broker_key ? vs_cli_load_secret_cert("publish", "--cert", cert_path) : NULL;
-    if (!cert) {
+    if (!vs_cli_agent_load_keys("publish", &options)) {
         goto cleanup;
     }
     vs_publisher_config_t config = {
-        .db_path = db,
-        .broker_endpoint = broker,
-        .broker_public_key = broker_key,
-        .cert = cert,
-        .stream = stream,
-        .tables = tables,
-        .table_count = table_count,
+        .db_path = options.db,
+        .broker_endpoint = options.broker,
+        .broker_public_key = options.broker_key,
+        .cert = options.cert,
+        .stream = options.stream_count ? options.streams[0] : NULL,
+        .tables = options.tables,
+        .table_count = options.table_count,
         .logger = vs_cli_logger(),
     };
     zactor_t *publisher = vs_cli_start_actor("publish", vs_publisher_actor, &config);
-    vs_cli_cert_destroy(&cert);
-    if (!publisher) {
-        goto cleanup;
+    vs_cli_cert_destroy(&options.cert);
+    if (publisher) {
+        exit_code = vs_cli_run_until_signal("publish", &publisher);
     }
-    exit_code = vs_cli_run_until_signal("publish", &publisher);
 cleanup:
-    vs_cli_cert_destroy(&cert);
-    free(broker_key);
-    free(tables);
+    vs_cli_agent_free(&options);
     return exit_code;
 }

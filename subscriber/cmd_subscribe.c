@@ -1,6 +1,5 @@
 /*  cmd_subscribe.c - versync subscribe: parses argv, installs logging, runs the subscriber
     actor until SIGINT or SIGTERM.                                                             */
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -29,100 +28,44 @@ static const char s_help[] =
 
 int vs_cmd_subscribe(int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"db", required_argument, NULL, 'd'},     {"broker", required_argument, NULL, 'b'},
-        {"broker-key", required_argument, NULL, 'k'}, {"cert", required_argument, NULL, 'c'},
-        {"live", required_argument, NULL, 'l'},   {"stream", required_argument, NULL, 's'},
-        {"table", required_argument, NULL, 't'},  {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *db = NULL, *broker = NULL, *key_path = NULL, *cert_path = NULL;
-    const char *live = NULL;
-    const char **tables = calloc((size_t) argc + 1, sizeof *tables);
-    const char **streams = calloc((size_t) argc + 1, sizeof *streams);
-    size_t table_count = 0, stream_count = 0;
-    int exit_code = VS_CLI_EXIT_USAGE;
-    char *broker_key = NULL;
+    vs_cli_agent_options_t options;
     char *live_default = NULL;
-    zcert_t *cert = NULL;
-    if (!tables || !streams) {
-        free(tables);
-        free(streams);
-        return VS_CLI_EXIT_RUNTIME;
-    }
-    opterr = 0;
-    optind = 1;
-    int option;
-    while ((option = getopt_long(argc, argv, "h", options, NULL)) != -1) {
-        switch (option) {
-        case 'd': db = optarg; break;
-        case 'b': broker = optarg; break;
-        case 'k': key_path = optarg; break;
-        case 'c': cert_path = optarg; break;
-        case 'l': live = optarg; break;
-        case 's': streams[stream_count++] = optarg; break;
-        case 't': tables[table_count++] = optarg; break;
-        case 'h': fputs(s_help, stdout); exit_code = VS_CLI_EXIT_OK; goto cleanup;
-        default:
-            vs_cli_error("subscribe", "unknown or incomplete option '%s' (see --help)",
-                         argv[optind - 1]);
-            goto cleanup;
-        }
-    }
-    if (optind < argc) {
-        vs_cli_error("subscribe", "unexpected argument '%s' (see --help)", argv[optind]);
+    int exit_code = vs_cli_agent_parse("subscribe", s_help, argc, argv, &options);
+    if (exit_code >= 0) {
         goto cleanup;
     }
-    if (!db || !broker || !key_path || !cert_path || stream_count == 0) {
-        vs_cli_error("subscribe", "--db, --broker, --broker-key, --cert and at least one "
-                                  "--stream are required (see --help)");
+    exit_code = VS_CLI_EXIT_USAGE;
+    if (options.stream_count == 0) {
+        vs_cli_error("subscribe", "at least one --stream is required (see --help)");
         goto cleanup;
     }
-    if (!vs_cli_endpoint_valid(broker) || (live && !vs_cli_endpoint_valid(live))) {
-        vs_cli_error("subscribe", "invalid endpoint '%s' (expected tcp://HOST:PORT)",
-                     vs_cli_endpoint_valid(broker) ? live : broker);
-        goto cleanup;
-    }
-    for (size_t index = 0; index < stream_count; index++) {
-        if (!vs_stream_name_valid(streams[index], strlen(streams[index]))) {
-            vs_cli_error("subscribe",
-                         "invalid stream name '%s' (1 to %d characters of A-Z a-z 0-9 . _ -)",
-                         streams[index], VS_MAX_STREAM_NAME);
-            goto cleanup;
-        }
-    }
-    if (!live && !(live_default = vs_cli_default_live_endpoint("subscribe", broker))) {
+    if (!options.live
+        && !(live_default = vs_cli_default_live_endpoint("subscribe", options.broker))) {
         goto cleanup;
     }
     exit_code = VS_CLI_EXIT_RUNTIME;
-    broker_key = vs_cli_load_public_key("subscribe", "--broker-key", key_path);
-    cert = broker_key ? vs_cli_load_secret_cert("subscribe", "--cert", cert_path) : NULL;
-    if (!cert) {
+    if (!vs_cli_agent_load_keys("subscribe", &options)) {
         goto cleanup;
     }
     vs_subscriber_config_t config = {
-        .db_path = db,
-        .broker_endpoint = broker,
-        .live_endpoint = live ? live : live_default,
-        .broker_public_key = broker_key,
-        .cert = cert,
-        .streams = streams,
-        .stream_count = stream_count,
-        .tables = tables,
-        .table_count = table_count,
+        .db_path = options.db,
+        .broker_endpoint = options.broker,
+        .live_endpoint = options.live ? options.live : live_default,
+        .broker_public_key = options.broker_key,
+        .cert = options.cert,
+        .streams = options.streams,
+        .stream_count = options.stream_count,
+        .tables = options.tables,
+        .table_count = options.table_count,
         .logger = vs_cli_logger(),
     };
     zactor_t *subscriber = vs_cli_start_actor("subscribe", vs_subscriber_actor, &config);
-    vs_cli_cert_destroy(&cert);
-    if (!subscriber) {
-        goto cleanup;
+    vs_cli_cert_destroy(&options.cert);
+    if (subscriber) {
+        exit_code = vs_cli_run_until_signal("subscribe", &subscriber);
     }
-    exit_code = vs_cli_run_until_signal("subscribe", &subscriber);
 cleanup:
-    vs_cli_cert_destroy(&cert);
-    free(broker_key);
+    vs_cli_agent_free(&options);
     free(live_default);
-    free(tables);
-    free(streams);
     return exit_code;
 }
