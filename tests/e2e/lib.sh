@@ -16,18 +16,18 @@ FAILURES=0
 CHECKS=0
 
 cleanup() {
-    local name
+    local status=$1 name
     for name in "${!PIDS[@]}"; do
         kill -9 "${PIDS[$name]}" 2>/dev/null
     done
     wait 2>/dev/null
-    if [ "$FAILURES" -eq 0 ]; then
+    if [ "$FAILURES" -eq 0 ] && [ "$status" -eq 0 ]; then
         rm -rf "$ROOT"
     else
         echo "logs kept in $ROOT"
     fi
 }
-trap cleanup EXIT
+trap 'cleanup $?' EXIT
 
 log() { echo "[$TEST_NAME] $*"; }
 
@@ -119,12 +119,31 @@ stop() {
 
 running() { kill -0 "${PIDS[$1]}" 2>/dev/null; }
 
-start_broker() {   # start_broker: on $PORT/$((PORT+1)) with data in $ROOT/broker-data
-    start broker "$VERSYNC" broker --data "$ROOT/broker-data" --cert "$ROOT/keys/broker_secret" \
-        --publishers "$ROOT/publishers" --subscribers "$ROOT/subscribers" \
-        --bind "tcp://127.0.0.1:$PORT"
-    wait_until 10 status_ok
+# start_broker: on $PORT/$((PORT+1)) with data in $ROOT/broker-data. The first start moves to
+# other ports if these were taken meanwhile (another program may grab them between our probe
+# and the bind); a restart keeps the ports the clients know.
+BROKER_STARTED=
+start_broker() {
+    local attempt
+    for attempt in 1 2 3 4 5; do
+        start broker "$VERSYNC" broker --data "$ROOT/broker-data" \
+            --cert "$ROOT/keys/broker_secret" --publishers "$ROOT/publishers" \
+            --subscribers "$ROOT/subscribers" --bind "tcp://127.0.0.1:$PORT"
+        if wait_until 20 status_or_dead && running broker; then
+            BROKER_STARTED=1
+            return 0
+        fi
+        stop broker
+        if [ -n "$BROKER_STARTED" ] || ! grep -q "in use" "$ROOT/broker.log"; then
+            return 1
+        fi
+        log "ports $PORT/$((PORT + 1)) taken; trying others"
+        PORT=$(free_port_pair) || return 1
+    done
+    return 1
 }
+
+status_or_dead() { status_ok || ! running broker; }
 
 status_ok() {
     "$VERSYNC" status --broker "tcp://127.0.0.1:$PORT" --broker-key "$ROOT/keys/broker" \
