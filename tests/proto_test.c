@@ -1921,7 +1921,7 @@ static void test_reject_changesets(void)
         s_mp_cstr(&table, "");
         s_mp_array(&table, VS_MAX_COLUMNS + (uint32_t) over);
         for (int column = 0; column < VS_MAX_COLUMNS + over; column++) {
-            char name[8];
+            char name[16];
             snprintf(name, sizeof name, "c%d", column);
             s_mp_cstr(&table, name);
         }
