@@ -9,7 +9,7 @@ BUILD ?= build
 SANITIZE_BUILD ?= build-sanitize
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PACKAGES = build-essential cmake pkg-config libzmq3-dev libczmq-dev libsqlite3-dev \
-           libsodium-dev libmsgpack-dev sqlite3
+           libsodium-dev libmsgpack-dev sqlite3 postgresql libpq-dev
 
 .PHONY: all deps build demo test test-sanitize bench clean
 
