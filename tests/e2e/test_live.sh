@@ -70,6 +70,16 @@ if ! tables_equal "$master" "$slave" $TABLES; then
     for t in $TABLES; do show_difference "$master" "$slave" "$t"; done
 fi
 
+sqlite3 -cmd ".timeout 10000" "$master" "CREATE TABLE big(id INTEGER PRIMARY KEY, data BLOB);
+    INSERT INTO big VALUES (1, randomblob(16777216)), (2, zeroblob(0)), (3, randomblob(1048577));"
+big_digest() {
+    sqlite3 -readonly -cmd ".timeout 5000" "$1" \
+        "SELECT id, typeof(data), length(data), hex(sha3(data)) FROM big ORDER BY id" 2>/dev/null
+}
+big_equal() { [ -n "$(big_digest "$slave")" ] && [ "$(big_digest "$master")" == "$(big_digest "$slave")" ]; }
+check "a 16 MiB blob, an empty blob and a table created after attach arrive byte for byte" \
+    wait_until 30 big_equal
+
 check "old primary keys are gone on the slave" \
     test "$(sqlite3 "$slave" "SELECT count(*) FROM items WHERE id = 11; SELECT count(*) FROM people WHERE email = 'ada@example.org'")" == "$(printf '0\n0')"
 check "the table without a primary key is not replicated" \
