@@ -26,7 +26,21 @@ junk() {   # junk PORT: random bytes, a fake ZMTP greeting, and an oversized len
     printf '\xff\x00\x00\x00\x00\x00\x00\x00\x01\x7f\x03\x00CURVE\x00\x00\x00junk' \
         >/dev/tcp/127.0.0.1/"$1" 2>/dev/null
     printf '\xdd\xff\xff\xff\xff' >/dev/tcp/127.0.0.1/"$1" 2>/dev/null
+    oversized "$1"
     return 0
+}
+
+# oversized PORT: a well-formed ZMTP 3.0 CURVE greeting (signature, version, mechanism, filler:
+# 64 bytes), then a long frame header that declares 2^48 bytes: ZMQ_MAXMSGSIZE must refuse
+# it before anything is allocated for it.
+oversized() {
+    {
+        printf '\xff\x00\x00\x00\x00\x00\x00\x00\x01\x7f\x03\x00'
+        printf 'CURVE'; head -c 15 /dev/zero
+        head -c 32 /dev/zero
+        printf '\x06\x00\x01\x00\x00\x00\x00\x00\x00'
+        head -c 4096 /dev/urandom
+    } >/dev/tcp/127.0.0.1/"$1" 2>/dev/null
 }
 for _ in $(seq 1 20); do junk "$PORT"; junk $((PORT + 1)); done
 check "the broker survives junk on both endpoints" running broker
