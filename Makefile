@@ -3,15 +3,16 @@
 #   make demo    install missing packages, build into build/, run 'versync demo'
 #   make test    the same set-up, then the whole ctest suite
 #   make test-sanitize   the suite again under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make memcheck        the unit tests under valgrind
 #   make bench   the benchmark (bench/README.md); QUICK=1 for tiny sizes
 
 BUILD ?= build
 SANITIZE_BUILD ?= build-sanitize
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
-PACKAGES = build-essential cmake pkg-config libzmq3-dev libczmq-dev libsqlite3-dev \
+PACKAGES = build-essential cmake pkg-config valgrind libzmq3-dev libczmq-dev libsqlite3-dev \
            libsodium-dev libmsgpack-dev sqlite3 postgresql libpq-dev
 
-.PHONY: all deps build demo test test-sanitize bench clean
+.PHONY: all deps build demo test test-sanitize memcheck bench clean
 
 all: build
 
@@ -45,6 +46,9 @@ test-sanitize: deps
 	cmake --build $(SANITIZE_BUILD) -j $(JOBS)
 	cd $(SANITIZE_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    ctest --output-on-failure -j 2
+
+memcheck: build
+	cd $(BUILD) && ctest -T memcheck -L unit --output-on-failure
 
 bench: build
 	bash bench/run.sh $(if $(QUICK),--quick,)
