@@ -549,6 +549,10 @@ static void s_drain(s_broker_t *self)
         s_handle_request(self, reply, frames);
     }
     s_flush(self);
+    /*  After the replies and live messages: the checkpoint's fsyncs delay no ACK.            */
+    if (vs_history_checkpoint(self->history) != VS_OK) {
+        vs_log(&self->logger, VS_LOG_WARNING, "broker: %s", vs_history_error(self->history));
+    }
 }
 
 static void s_heartbeat_stream(void *arg, const char *stream, uint64_t head,

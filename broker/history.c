@@ -26,6 +26,9 @@
 #define S_MAX_CHUNK_BYTES (16u * 1024 * 1024)
 #define S_BUSY_TIMEOUT_MS 1000
 #define S_PATH_MAX        4096
+/*  WAL pages after which vs_history_checkpoint copies them into history.db (SQLite's own
+    automatic checkpoint threshold, but run after the replies rather than inside COMMIT).    */
+#define S_CHECKPOINT_PAGES 1000
 
 typedef struct s_stream s_stream_t;
 
@@ -65,6 +68,7 @@ struct vs_history {
     sqlite3_stmt *upsert_publisher;
     sqlite3_stmt *fetch;
     zhashx_t *streams; /* name -> s_stream_t                                          */
+    int wal_pages;     /* frames in the WAL after the last commit, from the WAL hook           */
     bool in_transaction;
     bool failed;          /* the open batch hit a database error                               */
     void **dirty_streams; /* s_stream_t *, touched by the open batch               */
@@ -400,6 +404,57 @@ cleanup:
     return status;
 }
 
+/*  Counts the WAL's pages after every commit. Registering it also turns off SQLite's automatic
+    checkpoint, which would otherwise run inside the COMMIT that precedes an ACK.             */
+static int s_wal_hook(void *arg, sqlite3 *db, const char *database, int pages)
+{
+    (void) db;
+    (void) database;
+    vs_history_t *self = (vs_history_t *) arg;
+    self->wal_pages = pages;
+    return SQLITE_OK;
+}
+
+/*  Writes zeros past the end of the WAL file up to the size the log reaches between two
+    checkpoints, so that commits overwrite blocks the file already has instead of appending:
+    an fdatasync after an append must also write the inode, a second I/O before the ACK. A
+    zeroed frame (page number 0, no matching salt) is never valid, so SQLite ignores the zeros
+    as it ignores the stale frames that follow the log's end after every restart. Best effort:
+    a failure only leaves the log to grow as it would anyway.                               */
+static void s_wal_reserve(vs_history_t *self)
+{
+    static const char zeros[64 * 1024];
+    sqlite3_file *wal = NULL;
+    sqlite3_int64 size = 0;
+    int page_size = 0;
+    sqlite3_stmt *statement = NULL;
+    if (sqlite3_prepare_v2(self->db, "PRAGMA page_size", -1, &statement, NULL) == SQLITE_OK &&
+        sqlite3_step(statement) == SQLITE_ROW) {
+        page_size = sqlite3_column_int(statement, 0);
+    }
+    sqlite3_finalize(statement);
+    /*  In WAL mode this is the WAL file (sqlite3PagerJrnlFile).                              */
+    if (page_size <= 0 || page_size > 65536 ||
+        sqlite3_file_control(self->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) != SQLITE_OK ||
+        !wal || !wal->pMethods || wal->pMethods->xFileSize(wal, &size) != SQLITE_OK) {
+        return;
+    }
+    /*  32-byte header, then frames of a 24-byte header and one page.                          */
+    sqlite3_int64 target =
+        32 + (sqlite3_int64) (S_CHECKPOINT_PAGES + S_CHECKPOINT_PAGES / 4) * (24 + page_size);
+    if (size >= target) {
+        return;
+    }
+    for (sqlite3_int64 offset = size; offset < target; offset += (sqlite3_int64) sizeof zeros) {
+        sqlite3_int64 left = target - offset;
+        int amount = left < (sqlite3_int64) sizeof zeros ? (int) left : (int) sizeof zeros;
+        if (wal->pMethods->xWrite(wal, zeros, amount, offset) != SQLITE_OK) {
+            return;
+        }
+    }
+    wal->pMethods->xSync(wal, SQLITE_SYNC_FULL);
+}
+
 int vs_history_open(const char *data_dir, const vs_logger_t *logger, vs_history_t **self_p,
                     char *why, size_t why_size)
 {
@@ -475,6 +530,7 @@ int vs_history_open(const char *data_dir, const vs_logger_t *logger, vs_history_
     if (s_exec(self, "PRAGMA synchronous=FULL") != VS_OK || s_create_schema(self) != VS_OK) {
         goto cleanup;
     }
+    sqlite3_wal_hook(self->db, s_wal_hook, self);
     if (s_prepare(self, &self->begin, "BEGIN IMMEDIATE") != VS_OK ||
         s_prepare(self, &self->commit, "COMMIT") != VS_OK ||
         s_prepare(self, &self->rollback, "ROLLBACK") != VS_OK ||
@@ -498,6 +554,7 @@ int vs_history_open(const char *data_dir, const vs_logger_t *logger, vs_history_
     if (status != VS_OK) {
         goto cleanup;
     }
+    s_wal_reserve(self);
     *self_p = self;
     self = NULL;
     status = VS_OK;
@@ -804,6 +861,27 @@ int vs_history_commit(vs_history_t *self)
     }
     s_finish_batch(self, false);
     return VS_ESTORE;
+}
+
+int vs_history_checkpoint(vs_history_t *self)
+{
+    if (self->in_transaction || self->wal_pages < S_CHECKPOINT_PAGES) {
+        return VS_OK;
+    }
+    int logged = 0;
+    int copied = 0;
+    int rc =
+        sqlite3_wal_checkpoint_v2(self->db, "main", SQLITE_CHECKPOINT_PASSIVE, &logged, &copied);
+    if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) {
+        return VS_OK; /* another connection checkpoints or holds a lock: try again later    */
+    }
+    if (rc != SQLITE_OK) {
+        s_set_error(self, "cannot checkpoint the history");
+        return VS_ESTORE;
+    }
+    /*  When every frame is copied the next commit starts the WAL over: count from zero.       */
+    self->wal_pages = copied == logged ? 0 : logged;
+    return VS_OK;
 }
 
 static s_stream_t *s_stream_find(vs_history_t *self, vs_bytes_t name)

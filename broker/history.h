@@ -10,6 +10,10 @@
     commit fails, the transaction is rolled back and the in-memory state restored, so the staged
     sequence numbers are handed out again by the next batch.
 
+    No commit pays for a WAL checkpoint (vs_history_checkpoint does it, after the replies) or
+    for growing the WAL file (vs_history_open gives it its working size, written with zeros),
+    so a commit's fdatasync normally writes the new frames and not the inode as well.
+
     Sequence numbers and versions are unsigned 64-bit on the wire; SQLite stores them as the
     signed 64-bit integer of the same bits.
 */
@@ -79,6 +83,13 @@ bool vs_history_pending(const vs_history_t *self);
 /*  Commits the open batch, if any, with one transaction commit. Returns VS_OK, or VS_ESTORE
     after rolling the batch back and restoring heads, hashes and publisher versions.           */
 int vs_history_commit(vs_history_t *self);
+
+/*  Copies the committed part of the write-ahead log into history.db once it holds 1,000 pages
+    or more (a PASSIVE checkpoint; SQLite's automatic one is off, so that no COMMIT pays for
+    it before an ACK). Call it after the replies and live messages of a batch are sent. Does
+    nothing while a batch is open. Returns VS_OK, or VS_ESTORE (vs_history_error says why:
+    nothing committed is lost, the log only grows until a later checkpoint succeeds).      */
+int vs_history_checkpoint(vs_history_t *self);
 
 /*  Reads committed sets of stream with seq > since into *chunk, in order and without holes,
     until their bytes would pass max_bytes (0: VS_DEFAULT_CHUNK_BYTES; capped at 16 MiB) but at
