@@ -25,7 +25,7 @@ extern "C" {
 #define VS_MAX_FRAME (80u * 1024 * 1024)           /* ZMQ_MAXMSGSIZE on every socket         */
 #define VS_MAX_FRAMES 4                            /* frames accepted in one message         */
 #define VS_MAX_CHANGESET (64u * 1024 * 1024)       /* one encoded change set                 */
-#define VS_DEFAULT_CHANGESET_TARGET (1024u * 1024) /* publisher cuts a set past this size    */
+#define VS_DEFAULT_CHANGESET_TARGET (256u * 1024) /* publisher cuts a set past this size     */
 #define VS_DEFAULT_CHUNK_BYTES (1024u * 1024)      /* catch-up reply size                    */
 #define VS_MAX_CHUNK_ENTRIES 65536                 /* change sets in one CHUNK               */
 #define VS_MAX_NAME 255                            /* table or column name, bytes            */

@@ -48,7 +48,7 @@ typedef struct {
     const char *stream;            /* NULL: the database file name without extension         */
     const char *const *tables;     /* only these tables; table_count 0 means all             */
     size_t table_count;
-    size_t changeset_target;       /* cut a change set past this many bytes; 0: 1 MiB        */
+    size_t changeset_target;       /* cut a change set past this many bytes; 0: 256 KiB      */
     vs_logger_t logger;            /* where log lines go; {0} is silent                      */
 } vs_publisher_config_t;
 
