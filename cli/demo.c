@@ -200,7 +200,9 @@ int vs_cmd_demo(int argc, char **argv)
     }
     printf("  keys made: broker, publisher, subscriber (CURVE)\n");
 
+    /* A program sharing a database with the publisher sets a busy timeout (README). */
     if (sqlite3_open(master_path, &master) != SQLITE_OK
+        || sqlite3_busy_timeout(master, 10000) != SQLITE_OK
         || !s_exec(master, "CREATE TABLE orders(id INTEGER PRIMARY KEY, customer TEXT, "
                            "qty INTEGER, price REAL, note TEXT);"
                            "CREATE TABLE customers(name TEXT PRIMARY KEY, city TEXT, "

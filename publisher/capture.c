@@ -12,6 +12,7 @@
 #include "capture.h"
 
 #include <ctype.h>
+#include <fcntl.h>
 #include <sodium.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -20,17 +21,20 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
-#define S_BUSY_TIMEOUT_MS 5000
+#define S_BUSY_TIMEOUT_MS    5000
 #define S_ATTACH_PATIENCE_MS 60000 /* how long attaching waits for a locked database */
 /* Internal: a schema load found triggers to install or drop and must run as a writer. */
 #define S_NEED_WRITE (-1)
 #define S_ID_BYTES   16
 /* A row whose estimated encoding would push a set past this cap is cut into the next set. */
 #define S_SET_CAP (VS_MAX_CHANGESET - 64 * 1024)
-/* One read looks at most this many versions, so a huge backlog is not sorted again for
-   every window of sets. */
-#define S_READ_SPAN (1u << 18)
+/* One read looks at most this many versions, so a huge backlog is not scanned again for
+   every window of sets; it looks at about twice the versions its sets seem to need (from the
+   bytes per version of the last read), and at least S_SPAN_FLOOR. */
+#define S_READ_SPAN  (1u << 18)
+#define S_SPAN_FLOOR 4096
 
 typedef struct {
     int64_t id;
@@ -46,6 +50,43 @@ typedef struct {
     uint32_t set_index;   /* index of this table in the set being written               */
 } s_table_t;
 
+/*  One key of the log as read, its text or blob bytes kept in s_changes_t's arena.            */
+typedef struct {
+    int type; /* SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_TEXT, SQLITE_BLOB or SQLITE_NULL */
+    union {
+        int64_t integer;
+        double real;
+        struct {
+            size_t offset;
+            size_t size;
+        } bytes;
+    } as;
+} s_key_t;
+
+/*  A changed key of one read: its newest version in the range.                               */
+typedef struct {
+    uint64_t version;
+    s_table_t *table;
+    uint64_t hash;
+    size_t slot; /* its place in the hash table */
+} s_change_t;
+
+/*  The changed keys of one read, collected newest first so that the first occurrence of a key
+    is its newest version, with an open-addressing hash table over them. Kept between reads
+    so that a steady stream of reads allocates nothing.                                        */
+typedef struct {
+    s_change_t *items;
+    s_key_t *keys; /* stride key values per item */
+    size_t count;
+    size_t capacity;
+    size_t stride;
+    uint32_t *slots; /* item index + 1; 0: empty */
+    size_t slot_capacity;
+    char *arena;
+    size_t arena_size;
+    size_t arena_capacity;
+} s_changes_t;
+
 struct vs_capture {
     sqlite3 *db;
     char *db_path;
@@ -54,6 +95,7 @@ struct vs_capture {
     size_t requested_count;
     size_t target;
     uint64_t read_span;
+    size_t bytes_per_version; /* of the sets of the last read, 0: not known yet           */
     char publisher_id[2 * S_ID_BYTES + 1];
     uint64_t acked_version;
     s_table_t *tables; /* sorted by id */
@@ -62,10 +104,16 @@ struct vs_capture {
     int64_t schema_version;
     int64_t data_version;
     bool data_version_known;
-    sqlite3_stmt *read_changes;
+    int wal_index_fd;           /* the -shm file, read-only; -1: none                */
+    uint8_t wal_index_seen[48]; /* its first header copy at the last data_version   */
+    bool wal_index_known;
+    sqlite3_stmt *read_changes; /* the log's rows in a version range, newest first        */
+    s_changes_t changes;        /* the keys of one read, deduplicated                      */
     sqlite3_stmt *newest_stmt;
     sqlite3_stmt *schema_version_stmt;
     sqlite3_stmt *data_version_stmt;
+    sqlite3_stmt *begin_stmt;    /* BEGIN: prepared once, as a read starts many times a second */
+    sqlite3_stmt *rollback_stmt; /* ROLLBACK                                                    */
     sqlite3_stmt *trim_stmt;
     sqlite3_stmt *store_acked_stmt;
     vs_changeset_writer_t *writer;
@@ -193,6 +241,13 @@ static int s_prepare(vs_capture_t *self, const char *sql, sqlite3_stmt **stmt, c
 /*  Ends the open transaction, if any, discarding its writes.                                 */
 static void s_rollback(vs_capture_t *self)
 {
+    if (sqlite3_get_autocommit(self->db)) {
+        return;
+    }
+    if (self->rollback_stmt) {
+        sqlite3_step(self->rollback_stmt);
+        sqlite3_reset(self->rollback_stmt);
+    }
     if (!sqlite3_get_autocommit(self->db)) {
         sqlite3_exec(self->db, "ROLLBACK", NULL, NULL, NULL);
     }
@@ -373,14 +428,17 @@ static void s_text_pk(s_text_t *text, const s_table_t *table, const char *prefix
     }
 }
 
-/*  Creates the three triggers of a table and logs every existing row, inside the caller's
-    write transaction.                                                                         */
-static int s_table_install(vs_capture_t *self, const s_table_t *table)
+/*  Creates the four triggers of a table, replacing any earlier ones, inside the caller's write
+    transaction; with backfill, also logs every existing row. An UPDATE logs OLD's key through
+    _upd; only an UPDATE that names a key column and changes its value also logs NEW's key,
+    through _key, whose WHEN clause SQLite checks before running it: the common UPDATE pays for
+    one log insert and nothing else.                                                          */
+static int s_table_install(vs_capture_t *self, const s_table_t *table, bool backfill)
 {
     int rc = VS_ENOMEM;
     s_text_t sql = {0};
-    const char *kinds[3] = {"ins", "upd", "del"};
-    for (size_t kind = 0; kind < 3; kind++) {
+    const char *kinds[4] = {"ins", "upd", "key", "del"};
+    for (size_t kind = 0; kind < 4; kind++) {
         s_text_add(&sql, "DROP TRIGGER IF EXISTS \"_versync_%lld_%s\";", (long long) table->id,
                    kinds[kind]);
     }
@@ -393,19 +451,15 @@ static int s_table_install(vs_capture_t *self, const s_table_t *table)
     s_text_add(&sql, ") VALUES (%lld, ", (long long) table->id);
     s_text_pk(&sql, table, "NEW");
     s_text_add(&sql, "); END;");
-    /* AFTER UPDATE: OLD's key, and NEW's when the key changed. */
-    s_text_add(&sql, "CREATE TRIGGER IF NOT EXISTS \"_versync_%lld_upd\" AFTER UPDATE ON ",
+    /* AFTER UPDATE OF a key column, when the key changed: NEW's key too. Created before _upd
+       because SQLite runs the triggers of an event newest first: OLD's key keeps the lower
+       version, as a DELETE before an INSERT. */
+    s_text_add(&sql, "CREATE TRIGGER IF NOT EXISTS \"_versync_%lld_key\" AFTER UPDATE OF ",
                (long long) table->id);
+    s_text_pk(&sql, table, NULL);
+    s_text_add(&sql, " ON ");
     s_text_identifier(&sql, table->name);
-    s_text_add(&sql, " BEGIN INSERT INTO _versync_log (tbl, ");
-    s_text_keys(&sql, table->pk_count);
-    s_text_add(&sql, ") VALUES (%lld, ", (long long) table->id);
-    s_text_pk(&sql, table, "OLD");
-    s_text_add(&sql, "); INSERT INTO _versync_log (tbl, ");
-    s_text_keys(&sql, table->pk_count);
-    s_text_add(&sql, ") SELECT %lld, ", (long long) table->id);
-    s_text_pk(&sql, table, "NEW");
-    s_text_add(&sql, " WHERE ");
+    s_text_add(&sql, " WHEN ");
     for (size_t index = 0; index < table->pk_count; index++) {
         const char *column = table->columns[table->pk[index]];
         s_text_add(&sql, "%sNEW.", index ? " OR " : "");
@@ -413,7 +467,20 @@ static int s_table_install(vs_capture_t *self, const s_table_t *table)
         s_text_add(&sql, " IS NOT OLD.");
         s_text_identifier(&sql, column);
     }
-    s_text_add(&sql, "; END;");
+    s_text_add(&sql, " BEGIN INSERT INTO _versync_log (tbl, ");
+    s_text_keys(&sql, table->pk_count);
+    s_text_add(&sql, ") VALUES (%lld, ", (long long) table->id);
+    s_text_pk(&sql, table, "NEW");
+    s_text_add(&sql, "); END;");
+    /* AFTER UPDATE: OLD's key. */
+    s_text_add(&sql, "CREATE TRIGGER IF NOT EXISTS \"_versync_%lld_upd\" AFTER UPDATE ON ",
+               (long long) table->id);
+    s_text_identifier(&sql, table->name);
+    s_text_add(&sql, " BEGIN INSERT INTO _versync_log (tbl, ");
+    s_text_keys(&sql, table->pk_count);
+    s_text_add(&sql, ") VALUES (%lld, ", (long long) table->id);
+    s_text_pk(&sql, table, "OLD");
+    s_text_add(&sql, "); END;");
     /* AFTER DELETE: OLD's key. */
     s_text_add(&sql, "CREATE TRIGGER IF NOT EXISTS \"_versync_%lld_del\" AFTER DELETE ON ",
                (long long) table->id);
@@ -423,14 +490,16 @@ static int s_table_install(vs_capture_t *self, const s_table_t *table)
     s_text_add(&sql, ") VALUES (%lld, ", (long long) table->id);
     s_text_pk(&sql, table, "OLD");
     s_text_add(&sql, "); END;");
-    /* Rows present before the triggers existed. */
-    s_text_add(&sql, "INSERT INTO _versync_log (tbl, ");
-    s_text_keys(&sql, table->pk_count);
-    s_text_add(&sql, ") SELECT %lld, ", (long long) table->id);
-    s_text_pk(&sql, table, NULL);
-    s_text_add(&sql, " FROM ");
-    s_text_identifier(&sql, table->name);
-    s_text_add(&sql, ";");
+    if (backfill) {
+        /* Rows present before the triggers existed. */
+        s_text_add(&sql, "INSERT INTO _versync_log (tbl, ");
+        s_text_keys(&sql, table->pk_count);
+        s_text_add(&sql, ") SELECT %lld, ", (long long) table->id);
+        s_text_pk(&sql, table, NULL);
+        s_text_add(&sql, " FROM ");
+        s_text_identifier(&sql, table->name);
+        s_text_add(&sql, ";");
+    }
     if (sql.failed) {
         s_set_error(self, "out of memory");
         goto cleanup;
@@ -516,24 +585,53 @@ cleanup:
     return rc;
 }
 
-/*  Number of this table's three triggers present with their current names.                   */
-static int s_table_trigger_count(vs_capture_t *self, const s_table_t *table, int *count)
+typedef enum {
+    S_TRIGGERS_CURRENT, /* the four triggers of this version                               */
+    S_TRIGGERS_OLDER,   /* _ins, _upd logging both keys, _del: complete, an older form     */
+    S_TRIGGERS_MISSING, /* anything else: the table's changes were not all captured        */
+} s_triggers_t;
+
+/*  Which of this table's triggers are present under their current names.                    */
+static int s_table_triggers(vs_capture_t *self, const s_table_t *table, s_triggers_t *triggers)
 {
     sqlite3_stmt *stmt = NULL;
     if (s_prepare(self,
-                  "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN "
-                  "(printf('_versync_%d_ins', ?1), printf('_versync_%d_upd', ?1), "
-                  "printf('_versync_%d_del', ?1)) AND tbl_name = ?2 COLLATE NOCASE",
+                  "SELECT substr(name, -3), sql FROM sqlite_master WHERE type = 'trigger' AND "
+                  "name IN (printf('_versync_%d_ins', ?1), printf('_versync_%d_upd', ?1), "
+                  "printf('_versync_%d_key', ?1), printf('_versync_%d_del', ?1)) AND "
+                  "tbl_name = ?2 COLLATE NOCASE",
                   &stmt, "cannot read the schema") != VS_OK) {
         return VS_ESTORE;
     }
     sqlite3_bind_int64(stmt, 1, table->id);
     sqlite3_bind_text(stmt, 2, table->name, -1, SQLITE_STATIC);
+    int logging = 0; /* _ins, _upd and _del */
+    bool update_both = false;
+    bool key = false;
+    int step;
+    while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *kind = (const char *) sqlite3_column_text(stmt, 0);
+        const char *sql = (const char *) sqlite3_column_text(stmt, 1);
+        if (!kind) {
+            continue;
+        }
+        if (strcmp(kind, "key") == 0) {
+            key = true;
+        } else {
+            logging++;
+            /* The older _upd also logged NEW's key itself. */
+            update_both = update_both || (strcmp(kind, "upd") == 0 && sql && strstr(sql, "NEW."));
+        }
+    }
     int rc = VS_OK;
-    if (sqlite3_step(stmt) == SQLITE_ROW) {
-        *count = sqlite3_column_int(stmt, 0);
-    } else {
+    if (step != SQLITE_DONE) {
         rc = s_sqlite_error(self, "cannot read the schema");
+    } else if (logging == 3 && key) {
+        *triggers = S_TRIGGERS_CURRENT;
+    } else if (logging == 3 && update_both) {
+        *triggers = S_TRIGGERS_OLDER;
+    } else {
+        *triggers = S_TRIGGERS_MISSING;
     }
     sqlite3_finalize(stmt);
     return rc;
@@ -723,20 +821,30 @@ static int s_schema_load_as(vs_capture_t *self, bool first_load, bool write)
     /* Ids and triggers. */
     for (size_t index = 0; index < count; index++) {
         s_table_t *table = &tables[index];
-        int triggers = 0;
+        s_triggers_t triggers = S_TRIGGERS_MISSING;
         bool known = false;
         if (s_table_find_id(self, table, &known) != VS_OK) {
             goto cleanup;
         }
-        if (known && s_table_trigger_count(self, table, &triggers) != VS_OK) {
+        if (known && s_table_triggers(self, table, &triggers) != VS_OK) {
             goto cleanup;
         }
-        if (triggers != 3) {
-            if (!write) {
-                rc = S_NEED_WRITE;
+        if (triggers != S_TRIGGERS_CURRENT && !write) {
+            rc = S_NEED_WRITE;
+            goto cleanup;
+        }
+        if (triggers == S_TRIGGERS_OLDER) {
+            /* Every change was captured: replacing the triggers in this transaction keeps
+               the id and logs nothing again. */
+            if (s_table_install(self, table, false) != VS_OK) {
                 goto cleanup;
             }
-            if (s_table_new_id(self, table) != VS_OK || s_table_install(self, table) != VS_OK) {
+            vs_log(&self->logger, VS_LOG_NOTICE,
+                   "publisher: upgraded the triggers of table '%s' of '%s' (id %lld)", table->name,
+                   self->db_path, (long long) table->id);
+        } else if (triggers == S_TRIGGERS_MISSING) {
+            if (s_table_new_id(self, table) != VS_OK ||
+                s_table_install(self, table, true) != VS_OK) {
                 goto cleanup;
             }
             vs_log(&self->logger, VS_LOG_NOTICE,
@@ -770,12 +878,10 @@ static int s_schema_load_as(vs_capture_t *self, bool first_load, bool write)
             key_columns = tables[index].pk_count;
         }
     }
-    s_text_add(&sql, "SELECT max(version), tbl%s", key_columns ? ", " : "");
+    s_text_add(&sql, "SELECT version, tbl%s", key_columns ? ", " : "");
     s_text_keys(&sql, key_columns);
-    s_text_add(&sql, " FROM _versync_log WHERE version > ?1 AND version <= ?2 GROUP BY tbl%s",
-               key_columns ? ", " : "");
-    s_text_keys(&sql, key_columns);
-    s_text_add(&sql, " ORDER BY 1");
+    s_text_add(&sql, " FROM _versync_log WHERE version > ?1 AND version <= ?2 "
+                     "ORDER BY version DESC");
     if (sql.failed) {
         s_set_error(self, "out of memory");
         rc = VS_ENOMEM;
@@ -964,6 +1070,25 @@ static int s_patiently(vs_capture_t *self, int (*step)(vs_capture_t *))
     }
 }
 
+/*  Opens the wal-index (the -shm file SQLite keeps next to a WAL database, present once our
+    connection has read in WAL mode) for vs_capture_changed's hint. Without it every check
+    asks SQLite.                                                                               */
+static void s_wal_index_open(vs_capture_t *self)
+{
+    const char *db_file = sqlite3_db_filename(self->db, "main"); /* symbolic links resolved */
+    if (!db_file || !*db_file) {
+        return;
+    }
+    size_t length = strlen(db_file);
+    char *path = malloc(length + sizeof "-shm");
+    if (path) {
+        memcpy(path, db_file, length);
+        memcpy(path + length, "-shm", sizeof "-shm");
+        self->wal_index_fd = open(path, O_RDONLY | O_CLOEXEC);
+        free(path);
+    }
+}
+
 int vs_capture_open(vs_capture_t **self_p, const vs_capture_config_t *config, char *error,
                     size_t error_size)
 {
@@ -980,6 +1105,7 @@ int vs_capture_open(vs_capture_t **self_p, const vs_capture_config_t *config, ch
         goto failed;
     }
     snprintf(self->error, sizeof self->error, "out of memory");
+    self->wal_index_fd = -1;
     self->db_path = strdup(config->db_path);
     self->logger = config->logger;
     self->target =
@@ -1033,6 +1159,8 @@ int vs_capture_open(vs_capture_t **self_p, const vs_capture_config_t *config, ch
                   "cannot prepare a statement") != VS_OK ||
         s_prepare(self, "PRAGMA data_version", &self->data_version_stmt,
                   "cannot prepare a statement") != VS_OK ||
+        s_prepare(self, "BEGIN", &self->begin_stmt, "cannot prepare a statement") != VS_OK ||
+        s_prepare(self, "ROLLBACK", &self->rollback_stmt, "cannot prepare a statement") != VS_OK ||
         s_prepare(self, "SELECT max(version) FROM _versync_log", &self->newest_stmt,
                   "cannot prepare a statement") != VS_OK ||
         s_prepare(self,
@@ -1049,6 +1177,7 @@ int vs_capture_open(vs_capture_t **self_p, const vs_capture_config_t *config, ch
     if (rc != VS_OK) {
         goto failed;
     }
+    s_wal_index_open(self);
     *self_p = self;
     return VS_OK;
 failed:
@@ -1065,15 +1194,23 @@ void vs_capture_destroy(vs_capture_t **self_p)
         return;
     }
     vs_capture_t *self = *self_p;
+    if (self->db) {
+        s_rollback(self);
+    }
     s_tables_free(&self->tables, &self->table_count);
     sqlite3_finalize(self->read_changes);
+    free(self->changes.items);
+    free(self->changes.keys);
+    free(self->changes.slots);
+    free(self->changes.arena);
     sqlite3_finalize(self->newest_stmt);
     sqlite3_finalize(self->schema_version_stmt);
     sqlite3_finalize(self->data_version_stmt);
+    sqlite3_finalize(self->begin_stmt);
+    sqlite3_finalize(self->rollback_stmt);
     sqlite3_finalize(self->trim_stmt);
     sqlite3_finalize(self->store_acked_stmt);
     if (self->db) {
-        s_rollback(self);
         sqlite3_close(self->db);
     }
     for (size_t index = 0; index < self->requested_count; index++) {
@@ -1081,6 +1218,9 @@ void vs_capture_destroy(vs_capture_t **self_p)
     }
     free(self->requested);
     vs_changeset_writer_destroy(&self->writer);
+    if (self->wal_index_fd >= 0) {
+        close(self->wal_index_fd);
+    }
     free(self->db_path);
     free(self);
     *self_p = NULL;
@@ -1111,8 +1251,28 @@ bool vs_capture_busy(const vs_capture_t *self)
     return self->busy;
 }
 
-bool vs_capture_changed(vs_capture_t *self)
+/*  Reads the first copy of the wal-index header (https://www.sqlite.org/walformat.html): a
+    writer changes it on every commit (iChange, mxFrame, checksums). Only a hint: false when
+    it cannot be read.                                                                         */
+static bool s_wal_index_header(vs_capture_t *self, uint8_t *header)
 {
+    return self->wal_index_fd >= 0 && pread(self->wal_index_fd, header, sizeof self->wal_index_seen,
+                                            0) == (ssize_t) sizeof self->wal_index_seen;
+}
+
+bool vs_capture_changed(vs_capture_t *self, bool exact)
+{
+    uint8_t header[sizeof self->wal_index_seen];
+    bool hinted = s_wal_index_header(self, header);
+    if (!exact && hinted && self->wal_index_known && self->data_version_known &&
+        memcmp(header, self->wal_index_seen, sizeof header) == 0) {
+        return false; /* no commit since the last data_version: one pread instead of a read */
+    }
+    /* The header is taken before data_version: a commit between the two shows again. */
+    self->wal_index_known = hinted;
+    if (hinted) {
+        memcpy(self->wal_index_seen, header, sizeof header);
+    }
     bool changed = true;
     if (sqlite3_step(self->data_version_stmt) == SQLITE_ROW) {
         int64_t version = sqlite3_column_int64(self->data_version_stmt, 0);
@@ -1166,8 +1326,10 @@ static size_t s_value_estimate(const vs_value_t *value)
 static int s_begin_read(vs_capture_t *self)
 {
     for (int attempt = 0; attempt < 10; attempt++) {
-        if (s_exec(self, "BEGIN", "cannot start a read") != VS_OK) {
-            return VS_ESTORE;
+        int begun = sqlite3_step(self->begin_stmt);
+        sqlite3_reset(self->begin_stmt);
+        if (begun != SQLITE_DONE) {
+            return s_sqlite_error(self, "cannot start a read");
         }
         if (sqlite3_step(self->schema_version_stmt) != SQLITE_ROW) {
             sqlite3_reset(self->schema_version_stmt);
@@ -1189,6 +1351,273 @@ static int s_begin_read(vs_capture_t *self)
     s_set_error(self, "the schema of database '%s' keeps changing", self->db_path);
     self->busy = true;
     return VS_ESTORE;
+}
+
+/* ---------------------------------------------------------------------------------------------
+    The changed keys of one read.                                                              */
+
+static uint64_t s_hash_mix(uint64_t hash, uint64_t value)
+{
+    hash ^= value + 0x9e3779b97f4a7c15ull + (hash << 6) + (hash >> 2);
+    hash *= 0xff51afd7ed558ccdull;
+    return hash ^ (hash >> 33);
+}
+
+static uint64_t s_hash_bytes(uint64_t hash, const char *data, size_t size)
+{
+    uint64_t fnv = 0xcbf29ce484222325ull;
+    for (size_t index = 0; index < size; index++) {
+        fnv = (fnv ^ (uint8_t) data[index]) * 0x100000001b3ull;
+    }
+    return s_hash_mix(hash, fnv ^ size);
+}
+
+static bool s_key_equal(const s_changes_t *changes, const s_key_t *left, const s_key_t *right)
+{
+    if (left->type != right->type) {
+        return false;
+    }
+    switch (left->type) {
+    case SQLITE_INTEGER: return left->as.integer == right->as.integer;
+    case SQLITE_FLOAT: return memcmp(&left->as.real, &right->as.real, sizeof left->as.real) == 0;
+    case SQLITE_TEXT:
+    case SQLITE_BLOB:
+        return left->as.bytes.size == right->as.bytes.size &&
+               memcmp(changes->arena + left->as.bytes.offset,
+                      changes->arena + right->as.bytes.offset, left->as.bytes.size) == 0;
+    default: return true;
+    }
+}
+
+/*  Forgets the keys of the last read; keeps the memory.                                      */
+static void s_changes_clear(s_changes_t *changes)
+{
+    for (size_t index = 0; index < changes->count; index++) {
+        changes->slots[changes->items[index].slot] = 0;
+    }
+    changes->count = 0;
+    changes->arena_size = 0;
+}
+
+/*  Makes room for one more item (and its slot in a table at most half full).                */
+static bool s_changes_reserve(s_changes_t *changes)
+{
+    if (changes->count == changes->capacity) {
+        size_t capacity = changes->capacity ? 2 * changes->capacity : 64;
+        s_change_t *items = realloc(changes->items, capacity * sizeof *items);
+        if (!items) {
+            return false;
+        }
+        changes->items = items;
+        s_key_t *keys = realloc(changes->keys, capacity * changes->stride * sizeof *keys);
+        if (!keys) {
+            return false;
+        }
+        changes->keys = keys;
+        changes->capacity = capacity;
+    }
+    if (2 * (changes->count + 1) > changes->slot_capacity) {
+        size_t slot_capacity = changes->slot_capacity ? 2 * changes->slot_capacity : 128;
+        uint32_t *slots = calloc(slot_capacity, sizeof *slots);
+        if (!slots) {
+            return false;
+        }
+        for (size_t index = 0; index < changes->count; index++) {
+            size_t slot = changes->items[index].hash & (slot_capacity - 1);
+            while (slots[slot]) {
+                slot = (slot + 1) & (slot_capacity - 1);
+            }
+            slots[slot] = (uint32_t) index + 1;
+            changes->items[index].slot = slot;
+        }
+        free(changes->slots);
+        changes->slots = slots;
+        changes->slot_capacity = slot_capacity;
+    }
+    return true;
+}
+
+/*  Copies text or blob bytes into the arena; false when out of memory.                       */
+static bool s_changes_store(s_changes_t *changes, const void *data, size_t size, size_t *offset)
+{
+    if (changes->arena_size + size > changes->arena_capacity) {
+        size_t capacity = changes->arena_capacity ? changes->arena_capacity : 4096;
+        while (capacity < changes->arena_size + size) {
+            capacity *= 2;
+        }
+        char *arena = realloc(changes->arena, capacity);
+        if (!arena) {
+            return false;
+        }
+        changes->arena = arena;
+        changes->arena_capacity = capacity;
+    }
+    if (size) {
+        memcpy(changes->arena + changes->arena_size, data, size);
+    }
+    *offset = changes->arena_size;
+    changes->arena_size += size;
+    return true;
+}
+
+/*  Reads the log's rows after `after` up to bound, newest first, and keeps each key of a
+    replicated table once, with its newest version. *highest is the newest version read, of
+    any table (0: none).                                                                       */
+static int s_collect(vs_capture_t *self, uint64_t after, uint64_t bound, uint64_t *highest)
+{
+    s_changes_t *changes = &self->changes;
+    s_changes_clear(changes);
+    size_t stride = self->key_columns ? self->key_columns : 1;
+    if (stride != changes->stride) {
+        free(changes->keys);
+        changes->keys =
+            changes->capacity ? malloc(changes->capacity * stride * sizeof(s_key_t)) : NULL;
+        changes->stride = stride;
+        if (changes->capacity && !changes->keys) {
+            changes->capacity = 0;
+        }
+    }
+    *highest = 0;
+    sqlite3_stmt *read = self->read_changes;
+    sqlite3_bind_int64(read, 1, (int64_t) after);
+    sqlite3_bind_int64(read, 2, (int64_t) bound);
+    int rc = VS_OK;
+    int step;
+    while ((step = sqlite3_step(read)) == SQLITE_ROW) {
+        uint64_t version = (uint64_t) sqlite3_column_int64(read, 0);
+        if (!*highest) {
+            *highest = version;
+        }
+        s_table_t *table = s_table_by_id(self, sqlite3_column_int64(read, 1));
+        if (!table) {
+            continue; /* a table no longer replicated: its versions travel empty */
+        }
+        if (!s_changes_reserve(changes)) {
+            s_set_error(self, "out of memory");
+            rc = VS_ENOMEM;
+            goto done;
+        }
+        s_key_t *key = &changes->keys[changes->count * stride];
+        uint64_t hash = s_hash_mix(0, (uint64_t) table->id);
+        for (size_t index = 0; index < table->pk_count; index++) {
+            int column = (int) index + 2;
+            key[index].type = sqlite3_column_type(read, column);
+            switch (key[index].type) {
+            case SQLITE_INTEGER:
+                key[index].as.integer = sqlite3_column_int64(read, column);
+                hash = s_hash_mix(hash, (uint64_t) key[index].as.integer);
+                break;
+            case SQLITE_FLOAT: {
+                key[index].as.real = sqlite3_column_double(read, column);
+                uint64_t bits;
+                memcpy(&bits, &key[index].as.real, sizeof bits);
+                hash = s_hash_mix(hash, bits ^ 0x5555);
+                break;
+            }
+            case SQLITE_TEXT:
+            case SQLITE_BLOB: {
+                const void *data = key[index].type == SQLITE_TEXT
+                                       ? (const void *) sqlite3_column_text(read, column)
+                                       : sqlite3_column_blob(read, column);
+                size_t size = (size_t) sqlite3_column_bytes(read, column);
+                if (!s_changes_store(changes, data, size, &key[index].as.bytes.offset)) {
+                    s_set_error(self, "out of memory");
+                    rc = VS_ENOMEM;
+                    goto done;
+                }
+                key[index].as.bytes.size = size;
+                hash = s_hash_bytes(hash + (uint64_t) key[index].type,
+                                    changes->arena + key[index].as.bytes.offset, size);
+                break;
+            }
+            default:
+                key[index].type = SQLITE_NULL;
+                hash = s_hash_mix(hash, 0x6e756c6c);
+                break;
+            }
+        }
+        size_t mask = changes->slot_capacity - 1;
+        size_t slot = hash & mask;
+        bool seen = false;
+        while (changes->slots[slot] && !seen) {
+            const s_change_t *other = &changes->items[changes->slots[slot] - 1];
+            if (other->hash == hash && other->table == table) {
+                const s_key_t *other_key = &changes->keys[(changes->slots[slot] - 1) * stride];
+                seen = true;
+                for (size_t index = 0; index < table->pk_count && seen; index++) {
+                    seen = s_key_equal(changes, &key[index], &other_key[index]);
+                }
+            }
+            if (!seen) {
+                slot = (slot + 1) & mask;
+            }
+        }
+        if (seen) {
+            continue; /* an older change of a key already read: its newest version counts */
+        }
+        s_change_t *change = &changes->items[changes->count];
+        change->version = version;
+        change->table = table;
+        change->hash = hash;
+        change->slot = slot;
+        changes->slots[slot] = (uint32_t) ++changes->count;
+    }
+    if (step != SQLITE_DONE) {
+        rc = s_sqlite_error(self, "cannot read _versync_log");
+    }
+done:
+    sqlite3_reset(read);
+    return rc;
+}
+
+/*  The key of a collected change as values (bytes borrowed from the arena).                  */
+static void s_change_key(const vs_capture_t *self, size_t item, vs_value_t *values)
+{
+    const s_changes_t *changes = &self->changes;
+    const s_change_t *change = &changes->items[item];
+    const s_key_t *key = &changes->keys[item * changes->stride];
+    for (size_t index = 0; index < change->table->pk_count; index++) {
+        switch (key[index].type) {
+        case SQLITE_INTEGER:
+            values[index].type = VS_INTEGER;
+            values[index].as.integer = key[index].as.integer;
+            break;
+        case SQLITE_FLOAT:
+            values[index].type = VS_REAL;
+            values[index].as.real = key[index].as.real;
+            break;
+        case SQLITE_TEXT:
+        case SQLITE_BLOB:
+            values[index].type = key[index].type == SQLITE_TEXT ? VS_TEXT : VS_BLOB;
+            values[index].as.bytes.size = key[index].as.bytes.size;
+            values[index].as.bytes.data =
+                key[index].as.bytes.size ? changes->arena + key[index].as.bytes.offset : "";
+            break;
+        default: values[index].type = VS_NULL; break;
+        }
+    }
+}
+
+/*  Binds a key to a table's lookup, with the types it was logged with.                      */
+static void s_bind_key(sqlite3_stmt *lookup, size_t count, const vs_value_t *values)
+{
+    for (size_t index = 0; index < count; index++) {
+        int parameter = (int) index + 1;
+        const vs_value_t *value = &values[index];
+        switch (value->type) {
+        case VS_INTEGER: sqlite3_bind_int64(lookup, parameter, value->as.integer); break;
+        case VS_REAL: sqlite3_bind_double(lookup, parameter, value->as.real); break;
+        case VS_TEXT:
+            sqlite3_bind_text64(lookup, parameter, value->as.bytes.data, value->as.bytes.size,
+                                SQLITE_STATIC, SQLITE_UTF8);
+            break;
+        case VS_BLOB:
+            sqlite3_bind_blob64(lookup, parameter, value->as.bytes.data, value->as.bytes.size,
+                                SQLITE_STATIC);
+            break;
+        default: sqlite3_bind_null(lookup, parameter); break;
+        }
+    }
 }
 
 /*  Finishes the set being written into sets[*count].                                         */
@@ -1258,34 +1687,40 @@ int vs_capture_read(vs_capture_t *self, uint64_t after, size_t max_sets, size_t 
         s_rollback(self);
         return VS_OK;
     }
-    uint64_t bound = INT64_MAX - after < self->read_span ? INT64_MAX : after + self->read_span;
+    /* Collecting looks at every version of the span: a window with room for one set must not
+       scan a backlog of S_READ_SPAN versions each time. */
+    uint64_t span = self->read_span;
+    if (self->bytes_per_version) {
+        size_t wanted = max_sets > SIZE_MAX / self->target ? SIZE_MAX : max_sets * self->target;
+        wanted = wanted < max_bytes ? wanted : max_bytes;
+        uint64_t needed = 2 * (uint64_t) (wanted / self->bytes_per_version) + S_SPAN_FLOOR;
+        span = needed < span ? needed : span;
+    }
+    uint64_t bound = INT64_MAX - after < span ? INT64_MAX : after + span;
     bool limited = newest > bound;
+    uint64_t highest = 0;
+    rc = s_collect(self, after, bound, &highest);
+    if (rc != VS_OK) {
+        s_rollback(self);
+        return rc;
+    }
     vs_changeset_writer_reset(self->writer);
     self->generation++;
     self->set_table_count = 0;
-    sqlite3_stmt *read = self->read_changes;
-    sqlite3_bind_int64(read, 1, (int64_t) after);
-    sqlite3_bind_int64(read, 2, (int64_t) bound);
     uint64_t cut = after;  /* the last set ended here                          */
-    uint64_t last = after; /* version of the last log key handled               */
+    uint64_t last = after; /* version of the last key handled                   */
     size_t bytes = 0;      /* encoded bytes of the finished sets                */
     bool stopped = false;
     vs_value_t key[VS_MAX_PK_COLUMNS];
-    int step;
-    while ((step = sqlite3_step(read)) == SQLITE_ROW) {
-        uint64_t version = (uint64_t) sqlite3_column_int64(read, 0);
-        s_table_t *table = s_table_by_id(self, sqlite3_column_int64(read, 1));
-        if (!table) {
-            last = version; /* a table no longer replicated: its range travels empty */
-            continue;
-        }
+    /* Collected newest first: written oldest first. */
+    for (size_t item = self->changes.count; item-- > 0;) {
+        const s_change_t *change = &self->changes.items[item];
+        uint64_t version = change->version;
+        s_table_t *table = change->table;
         sqlite3_stmt *lookup = table->lookup;
         size_t estimate = 16;
-        for (size_t index = 0; index < table->pk_count; index++) {
-            s_value_from_column(read, (int) index + 2, &key[index]);
-            sqlite3_bind_value(lookup, (int) index + 1,
-                               sqlite3_column_value(read, (int) index + 2));
-        }
+        s_change_key(self, item, key);
+        s_bind_key(lookup, table->pk_count, key);
         int found = sqlite3_step(lookup);
         if (found == SQLITE_ROW) {
             for (size_t index = 0; index < table->column_count; index++) {
@@ -1356,12 +1791,10 @@ int vs_capture_read(vs_capture_t *self, uint64_t after, size_t max_sets, size_t 
         }
         last = version;
     }
-    if (!stopped && step != SQLITE_DONE) {
-        rc = s_sqlite_error(self, "cannot read _versync_log");
-        goto failed;
-    }
-    if (!stopped && limited) {
-        last = bound; /* the versions up to the bound are covered, even if none is left */
+    if (!stopped) {
+        /* Versions after the last key handled (older changes of keys handled earlier, tables
+           no longer replicated) are covered too; up to the bound when the read was limited. */
+        last = limited ? bound : highest > last ? highest : last;
     }
     if (!stopped && last > cut) {
         rc = s_finish_set(self, cut + 1, last, limited ? 0 : VS_CHANGESET_CONSISTENT, sets,
@@ -1371,11 +1804,17 @@ int vs_capture_read(vs_capture_t *self, uint64_t after, size_t max_sets, size_t 
         }
     }
     *more = stopped || limited;
-    sqlite3_reset(read);
+    if (*set_count) {
+        size_t produced = 0;
+        for (size_t index = 0; index < *set_count; index++) {
+            produced += sets[index].size;
+        }
+        uint64_t versions = sets[*set_count - 1].last_version - after;
+        self->bytes_per_version = (size_t) (produced / versions) + 1;
+    }
     s_rollback(self); /* a read transaction: nothing to keep */
     return VS_OK;
 failed:
-    sqlite3_reset(read);
     s_rollback(self);
     vs_changeset_writer_reset(self->writer);
     vs_capture_sets_free(sets, *set_count);

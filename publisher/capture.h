@@ -65,8 +65,10 @@ uint64_t vs_capture_acked_version(const vs_capture_t *self);
 size_t vs_capture_table_count(const vs_capture_t *self);
 
 /*  True when another connection committed since the last call (PRAGMA data_version), or on
-    the first call. An error also answers true, so that the following read reports it.        */
-bool vs_capture_changed(vs_capture_t *self);
+    the first call. An error also answers true, so that the following read reports it. Unless
+    exact, a wal-index header unchanged since the last check answers false without asking
+    SQLite (one pread, no read transaction): cheap enough to call every few microseconds.   */
+bool vs_capture_changed(vs_capture_t *self, bool exact);
 
 /*  Reads, in one snapshot, every change after version `after` and encodes them into at most
     max_sets sets (sets must have room for max_sets), stopping at a cut once the produced sets

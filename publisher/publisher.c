@@ -1,12 +1,13 @@
 /*  publisher.c - the publisher actor: wake-up, in-flight window, PUBLISH, ACK and resend.
 
     The actor owns a capture (capture.c) and a CURVE DEALER connected to the broker's request
-    endpoint. It wakes on inotify events in the database's folder, on replies and every
-    S_POLL_MS, confirms a change with PRAGMA data_version, reads whole snapshots into change
-    sets and keeps up to S_WINDOW_SETS (or S_WINDOW_BYTES) of them in flight. The next read
-    starts after the last version sent. An ACK trims the log; ERROR VS_ESTORE or an ACK that
-    does not come within S_ACK_TIMEOUT_MS makes it forget the sets in flight and rebuild them
-    from the last acknowledged version (the broker drops what it already has).
+    endpoint. It wakes on inotify events of the database and its WAL, on replies and every
+    S_POLL_MS, confirms a change with the wal-index and PRAGMA data_version (vs_capture_changed),
+    reads whole snapshots into change sets and keeps up to S_WINDOW_SETS (or S_WINDOW_BYTES) of
+    them in flight. The next read starts after the last version sent. The ACKs of a short while
+    are trimmed from the log together; ERROR VS_ESTORE or an ACK that does not come within
+    S_ACK_TIMEOUT_MS makes it forget the sets in flight and rebuild them from the last
+    acknowledged version (the broker drops what it already has).
 */
 #include "vs_publisher.h"
 
@@ -18,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #define S_WINDOW_SETS    8
@@ -27,13 +30,26 @@
 #define S_STORE_RETRY_MS 1000 /* after ERROR VS_ESTORE from the broker    */
 #define S_BUSY_RETRY_MS  50   /* after our database was locked            */
 /* A WAL write wakes us before the commit is visible (the wal-index in shared memory, which
-   inotify does not see, is updated after the write and sync): after each event we look again
-   every millisecond for a while. */
-#define S_RECHECK_MS 1
-/* Trimming only tries for the write lock, unless it has not managed for a while. */
-#define S_TRIM_PATIENCE_MS  1000
-#define S_TRIM_WAIT_MS      20
+   inotify does not see, is updated after the write and the sync; here that took 0.2 to 0.7 ms
+   after the event). After each event we look again for S_RECHECK_PERIOD_MS: first after half
+   the usual time an event took to become visible (a moving average, at least
+   S_RECHECK_FIRST_US), then each time after a quarter longer up to a millisecond, then twice
+   as long. A commit is seen within about a fifth of the time it took to become visible, with
+   a few looks, and a look costs one pread of the wal-index (see vs_capture_changed). */
+#define S_RECHECK_FIRST_US  20
 #define S_RECHECK_PERIOD_MS 25
+/* While sets are in flight, the log is trimmed in one write transaction for every ACK of the
+   last S_TRIM_DELAY_MS, or sooner once S_TRIM_VERSIONS versions wait: fewer, larger trims take
+   the write lock from a busy application less often (a writer that finds it taken sleeps in
+   SQLite's busy handler, for a millisecond at least). Once the publisher is idle it trims at
+   once, as before, so that the lock is free again before the application writes next. Trimming only
+   tries for the write lock, every S_TRIM_RETRY_MS, unless it has not managed for
+   S_TRIM_PATIENCE_MS. */
+#define S_TRIM_DELAY_MS    100
+#define S_TRIM_VERSIONS    65536
+#define S_TRIM_RETRY_MS    5
+#define S_TRIM_PATIENCE_MS 1000
+#define S_TRIM_WAIT_MS     20
 
 typedef struct {
     uint64_t request_id;
@@ -54,6 +70,7 @@ typedef struct {
     vs_capture_t *capture;
     zsock_t *dealer;
     int inotify_fd;
+    char *db_name; /* the database's file name, without its folder */
     char *stream;
     const char *publisher_id; /* borrowed from capture */
     s_state_t state;
@@ -68,8 +85,13 @@ typedef struct {
     bool more;                  /* the last read stopped at the window           */
     bool blocked;               /* something to send but the DEALER is not ready */
     int64_t retry_at;           /* no read before this time (zclock_mono)       */
-    int64_t recheck_until;      /* poll every S_RECHECK_MS until then         */
-    int64_t trim_pending_since; /* first failed trim attempt, 0: none     */
+    int64_t recheck_until;      /* look at data_version again until then         */
+    int64_t recheck_delay_us;   /* the next look after this long                 */
+    int64_t event_at_us;        /* the last event, 0: seen since (zclock_usecs)  */
+    int64_t visible_after_us;   /* moving average: event to commit seen          */
+    int64_t exact_at;           /* ask SQLite itself, not the wal-index, then    */
+    int64_t trim_at;            /* trim the log at this time, 0: nothing to trim */
+    int64_t trim_pending_since; /* first failed trim attempt, 0: none            */
 } s_publisher_t;
 
 /* ---------------------------------------------------------------------------------------------
@@ -132,6 +154,7 @@ static void s_publisher_destroy(s_publisher_t **self_p)
         close(self->inotify_fd);
     }
     free(self->stream);
+    free(self->db_name);
     free(self);
     *self_p = NULL;
 }
@@ -207,6 +230,12 @@ static s_publisher_t *s_publisher_new(zsock_t *pipe, const vs_publisher_config_t
     if (zsock_connect(self->dealer, "%s", config->broker_endpoint) != 0) {
         snprintf(error, error_size, "cannot connect to broker endpoint '%s': %s",
                  config->broker_endpoint, zmq_strerror(zmq_errno()));
+        goto failed;
+    }
+    const char *slash = strrchr(config->db_path, '/');
+    self->db_name = strdup(slash ? slash + 1 : config->db_path);
+    if (!self->db_name) {
+        snprintf(error, error_size, "out of memory");
         goto failed;
     }
     self->inotify_fd = s_watch(config->db_path, &self->logger);
@@ -304,11 +333,23 @@ static bool s_send_set(s_publisher_t *self, const vs_capture_set_t *set)
 /*  Reads and sends what the window has room for, when something changed.                     */
 static void s_pump(s_publisher_t *self)
 {
-    bool changed = vs_capture_changed(self->capture);
+    int64_t now = zclock_mono();
+    bool exact = now >= self->exact_at;
+    if (exact) {
+        self->exact_at = now + S_POLL_MS;
+    }
+    bool changed = vs_capture_changed(self->capture, exact);
+    if (changed && self->event_at_us) {
+        int64_t took = zclock_usecs() - self->event_at_us;
+        if (took < 1000 * S_RECHECK_PERIOD_MS) {
+            self->visible_after_us += (took - self->visible_after_us) / 8;
+        }
+        self->event_at_us = 0;
+    }
     self->more = self->more || changed;
     self->blocked = false;
     if (!self->more || self->flight_count == S_WINDOW_SETS ||
-        self->flight_bytes >= S_WINDOW_BYTES || zclock_mono() < self->retry_at) {
+        self->flight_bytes >= S_WINDOW_BYTES || now < self->retry_at) {
         return;
     }
     if (!(zsock_events(self->dealer) & ZMQ_POLLOUT)) {
@@ -341,23 +382,44 @@ static void s_pump(s_publisher_t *self)
     vs_capture_sets_free(sets, set_count);
 }
 
-/*  Trims the log up to the acknowledged version: one small write transaction for all the
-    ACKs that arrived since the last trim.                                                     */
-static void s_trim(s_publisher_t *self)
+static void s_drain_inotify(s_publisher_t *self, bool arm);
+
+/*  Trims the log up to the acknowledged version when it is time: one small write transaction
+    for all the ACKs that arrived since the last trim. With force, tries now.                */
+static void s_trim(s_publisher_t *self, bool force)
 {
     if (self->acked_version <= self->trimmed_version) {
+        self->trim_at = 0;
         return;
     }
     int64_t now = zclock_mono();
+    if (!self->trim_at) {
+        self->trim_at = now + S_TRIM_DELAY_MS;
+    }
+    /* Idle (nothing in flight, nothing more to read): at once, as an application that writes
+       next may not wait for the lock. */
+    bool idle = self->flight_count == 0 && !self->more;
+    bool waited = self->acked_version - self->trimmed_version >= S_TRIM_VERSIONS;
+    bool due = now >= self->trim_at || (!self->trim_pending_since && (idle || waited));
+    if (!force && !due) {
+        return;
+    }
     bool patient = self->trim_pending_since && now - self->trim_pending_since > S_TRIM_PATIENCE_MS;
     if (vs_capture_ack(self->capture, self->acked_version, patient ? S_TRIM_WAIT_MS : 0) == VS_OK) {
         self->trimmed_version = self->acked_version;
         self->trim_pending_since = 0;
+        self->trim_at = 0;
+        /* The events of our own commit are queued by now: they need no recheck. An application
+           commit whose event is among them is still seen, at the latest by the S_POLL_MS look. */
+        if (self->inotify_fd >= 0) {
+            s_drain_inotify(self, false);
+        }
     } else if (vs_capture_busy(self->capture)) {
         if (!self->trim_pending_since) {
             self->trim_pending_since = now;
         }
-    } else {
+        self->trim_at = now + S_TRIM_RETRY_MS;
+    } else if (!force) {
         s_fail(self, "%s", vs_capture_error(self->capture));
     }
 }
@@ -413,11 +475,11 @@ static void s_handle_error(s_publisher_t *self, const vs_msg_t *msg)
         if (!in_flight) {
             return; /* about a set sent before the last rewind: already being resent */
         }
-        vs_log(&self->logger, VS_LOG_WARNING,
-               "publisher: stream '%s': the broker %s (%s); resending from version %llu",
-               self->stream,
-               msg->code == VS_EGAP ? "missed an earlier change set" : "could not store a change set",
-               reason, (unsigned long long) self->acked_version + 1);
+        vs_log(
+            &self->logger, VS_LOG_WARNING,
+            "publisher: stream '%s': the broker %s (%s); resending from version %llu", self->stream,
+            msg->code == VS_EGAP ? "missed an earlier change set" : "could not store a change set",
+            reason, (unsigned long long) self->acked_version + 1);
         s_rewind(self);
         /* A full or failing disk needs time; a gap is repaired at once.                     */
         self->retry_at = zclock_mono() + (msg->code == VS_ESTORE ? S_STORE_RETRY_MS : 0);
@@ -477,13 +539,42 @@ static void s_check_timeout(s_publisher_t *self)
     }
 }
 
-static void s_drain_inotify(s_publisher_t *self)
+/*  True when an event of the watched folder is about our database: its file, its WAL or its
+    rollback journal (other files of the folder, a slave's database say, do not wake us).  */
+static bool s_event_is_ours(const s_publisher_t *self, const struct inotify_event *event)
+{
+    if (event->mask & IN_Q_OVERFLOW) {
+        return true;
+    }
+    size_t length = strlen(self->db_name);
+    if (event->len == 0 || strncmp(event->name, self->db_name, length) != 0) {
+        return false;
+    }
+    const char *suffix = event->name + length;
+    return !*suffix || streq(suffix, "-wal") || streq(suffix, "-journal");
+}
+
+/*  Reads every queued event; with arm, an event of our database starts a recheck period.    */
+static void s_drain_inotify(s_publisher_t *self, bool arm)
 {
     char events[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-    while (read(self->inotify_fd, events, sizeof events) > 0) {
-        /* Only a wake-up: PRAGMA data_version tells whether anything was committed. */
+    bool ours = false;
+    ssize_t size;
+    while ((size = read(self->inotify_fd, events, sizeof events)) > 0) {
+        /* Only a wake-up: data_version tells whether anything was committed. */
+        for (ssize_t offset = 0; offset + (ssize_t) sizeof(struct inotify_event) <= size;) {
+            const struct inotify_event *event = (const struct inotify_event *) (events + offset);
+            ours = ours || s_event_is_ours(self, event);
+            offset += (ssize_t) (sizeof *event + event->len);
+        }
     }
-    self->recheck_until = zclock_mono() + S_RECHECK_PERIOD_MS;
+    if (ours && arm) {
+        self->recheck_until = zclock_mono() + S_RECHECK_PERIOD_MS;
+        self->recheck_delay_us = self->visible_after_us / 2 > S_RECHECK_FIRST_US
+                                     ? self->visible_after_us / 2
+                                     : S_RECHECK_FIRST_US;
+        self->event_at_us = zclock_usecs();
+    }
 }
 
 static void s_handle_pipe(s_publisher_t *self)
@@ -516,6 +607,8 @@ void vs_publisher_actor(zsock_t *pipe, void *args)
         return;
     }
     zstr_send(pipe, "OK");
+    /* Sleeps of a few microseconds must not be stretched to the default 50 us timer slack. */
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
     zmq_pollitem_t items[3] = {
         {zsock_resolve(pipe), 0, ZMQ_POLLIN, 0},
         {zsock_resolve(self->dealer), 0, ZMQ_POLLIN, 0},
@@ -524,23 +617,56 @@ void vs_publisher_actor(zsock_t *pipe, void *args)
     while (self->state != S_STOPPING) {
         if (self->state == S_RUNNING) {
             s_pump(self);
-            s_trim(self);
+            s_trim(self, false);
         }
-        int item_count = self->state != S_RUNNING ? 1 : self->inotify_fd >= 0 ? 3 : 2;
-        items[1].events = (short) (ZMQ_POLLIN | (self->blocked ? ZMQ_POLLOUT : 0));
         int64_t now = zclock_mono();
-        long timeout = now < self->recheck_until ? S_RECHECK_MS : S_POLL_MS;
+        /* A wake-up from the database only matters when a read could follow: with the window
+           full, the DEALER blocked or a retry pending, the commit is picked up by
+           data_version at the next reply or retry, and its events wait in the queue. */
+        bool can_read = self->state == S_RUNNING && !self->blocked && now >= self->retry_at &&
+                        self->flight_count < S_WINDOW_SETS && self->flight_bytes < S_WINDOW_BYTES;
+        int item_count = self->state != S_RUNNING ? 1 : can_read && self->inotify_fd >= 0 ? 3 : 2;
+        items[1].events = (short) (ZMQ_POLLIN | (self->blocked ? ZMQ_POLLOUT : 0));
+        long timeout = S_POLL_MS;
+        long sleep_us = 0;
         if (self->state != S_RUNNING) {
             timeout = -1;
-        } else if (self->retry_at > now) {
-            timeout = (long) (self->retry_at - now);
-            items[1].events = ZMQ_POLLIN;
+        } else {
+            if (self->retry_at > now) {
+                timeout = (long) (self->retry_at - now);
+                items[1].events = ZMQ_POLLIN;
+            }
+            if (can_read && now < self->recheck_until) {
+                if (self->recheck_delay_us < 1000) {
+                    sleep_us = (long) self->recheck_delay_us;
+                    timeout = 0;
+                } else if (self->recheck_delay_us / 1000 < timeout) {
+                    timeout = (long) (self->recheck_delay_us / 1000);
+                }
+                self->recheck_delay_us += self->recheck_delay_us < 1000 ? self->recheck_delay_us / 4
+                                                                        : self->recheck_delay_us;
+                /* The loop also turns on replies, not only on this timeout: without a cap
+                   the delay could double past any bound within one recheck period.        */
+                if (self->recheck_delay_us > S_RECHECK_PERIOD_MS * 1000) {
+                    self->recheck_delay_us = S_RECHECK_PERIOD_MS * 1000;
+                }
+            }
+            if (self->trim_at && timeout != 0) {
+                long until_trim = self->trim_at > now ? (long) (self->trim_at - now) : 0;
+                timeout = until_trim < timeout ? until_trim : timeout;
+            }
         }
-        if (zmq_poll(items, item_count, timeout) < 0) {
+        int ready = zmq_poll(items, item_count, timeout);
+        if (ready < 0) {
             if (zmq_errno() == EINTR) {
                 continue;
             }
             break; /* the context is terminating */
+        }
+        if (ready == 0 && sleep_us > 0) {
+            struct timespec pause = {0, sleep_us * 1000};
+            nanosleep(&pause, NULL);
+            continue;
         }
         if (items[0].revents & ZMQ_POLLIN) {
             s_handle_pipe(self);
@@ -549,11 +675,14 @@ void vs_publisher_actor(zsock_t *pipe, void *args)
             s_handle_replies(self);
         }
         if (item_count > 2 && (items[2].revents & ZMQ_POLLIN)) {
-            s_drain_inotify(self);
+            s_drain_inotify(self, true);
         }
         if (self->state == S_RUNNING) {
             s_check_timeout(self);
         }
+    }
+    if (self->state == S_STOPPING) {
+        s_trim(self, true); /* one try: what is left is resent after a restart */
     }
     vs_log(&self->logger, VS_LOG_INFO,
            "publisher: stream '%s' stopped: acknowledged up to version %llu, sent up to %llu",

@@ -315,8 +315,8 @@ static void test_open_waits_for_lock(void)
                                              "INSERT INTO t VALUES (1, 'one');");
     sqlite3 *holder = NULL;
     VS_REQUIRE(sqlite3_open(db, &holder) == SQLITE_OK);
-    VS_REQUIRE(sqlite3_exec(holder, "BEGIN EXCLUSIVE; INSERT INTO t VALUES (2, 'two')", NULL,
-                            NULL, NULL) == SQLITE_OK);
+    VS_REQUIRE(sqlite3_exec(holder, "BEGIN EXCLUSIVE; INSERT INTO t VALUES (2, 'two')", NULL, NULL,
+                            NULL) == SQLITE_OK);
     s_open_job_t job = {.db = db, .rc = -1};
     pthread_t thread;
     VS_REQUIRE(pthread_create(&thread, NULL, s_open_in_thread, &job) == 0);
@@ -752,7 +752,7 @@ static void test_schema_changes(void)
         fprintf(stderr, "  got: %s\n", snapshot->text);
     }
     VS_CHECK(s_query_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND "
-                             "tbl_name = 'm'") == 3);
+                             "tbl_name = 'm'") == 4);
     vs_capture_destroy(&capture);
     sqlite3_close(db);
     free(snapshot);
@@ -776,6 +776,133 @@ static void test_table_list(void)
     VS_CHECK(s_read(capture, 0, snapshot) == VS_OK);
     VS_CHECK(strcmp(snapshot->text, "a U 1") == 0);
     VS_CHECK(vs_capture_table_count(capture) == 1);
+    vs_capture_destroy(&capture);
+    sqlite3_close(db);
+    free(snapshot);
+}
+
+/*  Each key travels once, with its newest version, whatever its type; one read may hold many
+    hash collisions' worth of keys.                                                            */
+static void test_dedup_key_types(void)
+{
+    const char *path = s_make_db("dedup", "CREATE TABLE k (id PRIMARY KEY, v);"
+                                          "CREATE TABLE p (a, b, PRIMARY KEY (a, b));");
+    vs_capture_t *capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    sqlite3 *db = s_connect(path);
+    s_snapshot_t *snapshot = malloc(sizeof *snapshot);
+    VS_REQUIRE(snapshot != NULL);
+    uint64_t after = (uint64_t) s_query_int(db, "SELECT max(version) FROM _versync_log");
+    /* Versions: 'x' 1, x'78' 2, 1 3, 1.5 4, 'x' 5 (update), 1 6 (update), ('a', 1) 7,
+       ('a', x'01') 8, ('a', 1) 9 (delete). 'x' and x'78' hold the same bytes. */
+    VS_CHECK(s_exec(db, "BEGIN; INSERT INTO k VALUES ('x', 1); INSERT INTO k VALUES (x'78', 2);"
+                        "INSERT INTO k VALUES (1, 3); INSERT INTO k VALUES (1.5, 4);"
+                        "UPDATE k SET v = 5 WHERE id = 'x'; UPDATE k SET v = 6 WHERE id = 1;"
+                        "INSERT INTO p VALUES ('a', 1); INSERT INTO p VALUES ('a', x'01');"
+                        "DELETE FROM p WHERE a = 'a' AND b = 1; COMMIT;"));
+    VS_CHECK(s_read(capture, after, snapshot) == VS_OK);
+    const char *expected = "k U x'78'|2; k U r1.5|4; k U 'x'|5; k U 1|6; p U 'a'|x'01'; p D 'a'|1";
+    VS_CHECK(strcmp(snapshot->text, expected) == 0);
+    if (strcmp(snapshot->text, expected) != 0) {
+        fprintf(stderr, "  got: %s\n", snapshot->text);
+    }
+    VS_CHECK(snapshot->first_version == after + 1 && snapshot->last_version == after + 9);
+    VS_CHECK(snapshot->valid && snapshot->consistent_last_only);
+    after = snapshot->last_version;
+
+    /* Many keys, each updated three times in one snapshot: 1,000 changes, not 3,000, in the
+       order of their last update. */
+    VS_CHECK(s_exec(db, "BEGIN"));
+    for (int round = 0; round < 3; round++) {
+        for (int key = 0; key < 1000; key++) {
+            char sql[128];
+            snprintf(sql, sizeof sql,
+                     "INSERT INTO k VALUES ('key %d', %d) ON CONFLICT (id) DO "
+                     "UPDATE SET v = excluded.v",
+                     (key * 7 + round) % 1000, round);
+            VS_CHECK(s_exec(db, sql));
+        }
+    }
+    VS_CHECK(s_exec(db, "COMMIT"));
+    VS_CHECK(s_read(capture, after, snapshot) == VS_OK);
+    VS_CHECK(snapshot->change_count == 1000);
+    VS_CHECK(snapshot->last_version == after + 3000);
+    VS_CHECK(strncmp(snapshot->text, "k U 'key 2'|2; k U 'key 9'|2;", 28) == 0);
+    vs_capture_destroy(&capture);
+    sqlite3_close(db);
+    free(snapshot);
+}
+
+/*  A database attached by an earlier version (one _upd trigger logging both keys) gets the
+    current triggers when it is opened again, keeping its table id and logging nothing again. */
+static void test_trigger_upgrade(void)
+{
+    const char *path = s_make_db("upgrade", "CREATE TABLE t (id INTEGER PRIMARY KEY, v);"
+                                            "INSERT INTO t VALUES (1, 'a');");
+    vs_capture_t *capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    vs_capture_destroy(&capture);
+    sqlite3 *db = s_connect(path);
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND "
+                             "tbl_name = 't'") == 4);
+    /* Back to the older form. */
+    VS_CHECK(s_exec(db, "DROP TRIGGER \"_versync_1_key\"; DROP TRIGGER \"_versync_1_upd\";"
+                        "CREATE TRIGGER \"_versync_1_upd\" AFTER UPDATE ON \"t\" BEGIN "
+                        "INSERT INTO _versync_log (tbl, k0) VALUES (1, OLD.\"id\"); "
+                        "INSERT INTO _versync_log (tbl, k0) SELECT 1, NEW.\"id\" WHERE "
+                        "NEW.\"id\" IS NOT OLD.\"id\"; END;"
+                        "UPDATE t SET v = 'b' WHERE id = 1;"));
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM _versync_log") == 2);
+    capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM _versync_log") == 2);
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM _versync_tables") == 1);
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND "
+                             "name = '_versync_1_key'") == 1);
+    /* A key change still logs both keys, OLD's first; any other update logs one. */
+    VS_CHECK(s_exec(db, "UPDATE t SET id = 2 WHERE id = 1; UPDATE t SET v = 'c' WHERE id = 2;"));
+    char keys[256];
+    s_query_text(db, "SELECT k0 FROM _versync_log WHERE version > 2 ORDER BY version", keys,
+                 sizeof keys);
+    VS_CHECK(strcmp(keys, "1;2;2") == 0);
+    s_snapshot_t *snapshot = malloc(sizeof *snapshot);
+    VS_REQUIRE(snapshot != NULL);
+    VS_CHECK(s_read(capture, 0, snapshot) == VS_OK);
+    VS_CHECK(strcmp(snapshot->text, "t D 1; t U 2|'c'") == 0);
+    /* A trigger dropped by hand is not an upgrade: the table is attached again. */
+    vs_capture_destroy(&capture);
+    VS_CHECK(s_exec(db, "DROP TRIGGER \"_versync_1_key\""));
+    capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    VS_CHECK(s_query_int(db, "SELECT id FROM _versync_tables WHERE name = 't'") == 2);
+    vs_capture_destroy(&capture);
+    sqlite3_close(db);
+    free(snapshot);
+}
+
+/*  vs_capture_changed: a commit by another connection is seen with and without the exact
+    check; our own reads and a quiet database are not changes.                                */
+static void test_changed(void)
+{
+    const char *path = s_make_db("changed", "CREATE TABLE t (id INTEGER PRIMARY KEY, v);");
+    vs_capture_t *capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    sqlite3 *db = s_connect(path);
+    VS_CHECK(vs_capture_changed(capture, true)); /* the first call */
+    VS_CHECK(!vs_capture_changed(capture, false));
+    VS_CHECK(!vs_capture_changed(capture, true));
+    VS_CHECK(s_exec(db, "INSERT INTO t VALUES (1, 'a')"));
+    VS_CHECK(vs_capture_changed(capture, false));
+    VS_CHECK(!vs_capture_changed(capture, false));
+    s_snapshot_t *snapshot = malloc(sizeof *snapshot);
+    VS_REQUIRE(snapshot != NULL);
+    VS_CHECK(s_read(capture, 0, snapshot) == VS_OK);
+    VS_CHECK(!vs_capture_changed(capture, false));
+    VS_CHECK(vs_capture_ack(capture, snapshot->last_version, 0) == VS_OK);
+    VS_CHECK(!vs_capture_changed(capture, false)); /* our own trim */
+    VS_CHECK(s_exec(db, "UPDATE t SET v = 'b'"));
+    VS_CHECK(vs_capture_changed(capture, true));
+    VS_CHECK(!vs_capture_changed(capture, false));
     vs_capture_destroy(&capture);
     sqlite3_close(db);
     free(snapshot);
@@ -1351,6 +1478,9 @@ int main(void)
     vs_test_run("trim_and_reattach", test_trim_and_reattach);
     vs_test_run("schema_changes", test_schema_changes);
     vs_test_run("table_list", test_table_list);
+    vs_test_run("dedup_key_types", test_dedup_key_types);
+    vs_test_run("trigger_upgrade", test_trigger_upgrade);
+    vs_test_run("changed", test_changed);
     vs_test_run("throughput", test_throughput);
     vs_test_run("actor_publishes", test_actor_publishes);
     vs_test_run("actor_resends", test_actor_resends);
