@@ -181,7 +181,8 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port_pair() {   # two free consecutive ports on 127.0.0.1: prints the first
     local port
     for _ in $(seq 1 100); do
-        port=$((20000 + RANDOM % 40000))
+        # below the ephemeral range (32768 and up), where outgoing connections take ports
+        port=$((10000 + RANDOM % 22000))
         if port_free "$port" && port_free $((port + 1)); then
             echo "$port"
             return 0
@@ -291,17 +292,24 @@ vs_start() {   # vs_start DIR: broker and publisher for DIR/master.db (created, 
     local dir=$1
     mkdir -p "$dir"
     "$VSBENCH" init --kind sqlite --db "$dir/master.db" || fail "init $dir/master.db"
-    VS_PORT=$(free_port_pair)
-    start_bg broker "$dir/broker.log" "$VERSYNC" broker --data "$dir/broker-data" \
-        --cert "$VS_KEYS/broker_secret" --publishers "$VS_KEYS/publishers" \
-        --subscribers "$VS_KEYS/subscribers" --bind "tcp://127.0.0.1:$VS_PORT"
-    VS_BROKER_PID=$LAST_PID
-    local tries
-    for tries in $(seq 1 200); do
-        vs_status_ok && break
-        kill -0 "$VS_BROKER_PID" 2>/dev/null || fail "the broker died (see $dir/broker.log)"
-        sleep 0.05
+    local tries attempt
+    for attempt in 1 2 3 4 5; do
+        VS_PORT=$(free_port_pair)
+        start_bg broker "$dir/broker.log" "$VERSYNC" broker --data "$dir/broker-data" \
+            --cert "$VS_KEYS/broker_secret" --publishers "$VS_KEYS/publishers" \
+            --subscribers "$VS_KEYS/subscribers" --bind "tcp://127.0.0.1:$VS_PORT"
+        VS_BROKER_PID=$LAST_PID
+        for tries in $(seq 1 200); do
+            vs_status_ok && break
+            kill -0 "$VS_BROKER_PID" 2>/dev/null || break
+            sleep 0.05
+        done
+        kill -0 "$VS_BROKER_PID" 2>/dev/null && break
+        # a port probed free can be taken before the bind: try others, but only for that
+        grep -q "in use" "$dir/broker.log" || fail "the broker died (see $dir/broker.log)"
+        say "ports $VS_PORT/$((VS_PORT + 1)) were taken; trying others"
     done
+    kill -0 "$VS_BROKER_PID" 2>/dev/null || fail "the broker died (see $dir/broker.log)"
     vs_status_ok || fail "the broker never answered (see $dir/broker.log)"
     start_bg publisher "$dir/publisher.log" "$VERSYNC" publish \
         --db "$dir/master.db" --broker "tcp://127.0.0.1:$VS_PORT" \

@@ -66,7 +66,8 @@ wait_until() {
 free_port_pair() {
     local port
     for _ in $(seq 1 50); do
-        port=$((20000 + RANDOM % 40000))
+        # below the ephemeral range (32768 and up), where outgoing connections take ports
+        port=$((10000 + RANDOM % 22000))
         if ! (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null \
             && ! (exec 3<>/dev/tcp/127.0.0.1/$((port + 1))) 2>/dev/null; then
             echo "$port"
