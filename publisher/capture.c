@@ -428,6 +428,16 @@ static void s_text_pk(s_text_t *text, const s_table_t *table, const char *prefix
     }
 }
 
+/*  Appends a trigger body that logs the key of the NEW or OLD row into _versync_log.          */
+static void s_text_log_body(s_text_t *sql, const s_table_t *table, const char *row)
+{
+    s_text_add(sql, " BEGIN INSERT INTO _versync_log (tbl, ");
+    s_text_keys(sql, table->pk_count);
+    s_text_add(sql, ") VALUES (%lld, ", (long long) table->id);
+    s_text_pk(sql, table, row);
+    s_text_add(sql, "); END;");
+}
+
 /*  Creates the four triggers of a table, replacing any earlier ones, inside the caller's write
     transaction; with backfill, also logs every existing row. An UPDATE logs OLD's key through
     _upd; only an UPDATE that names a key column and changes its value also logs NEW's key,
@@ -446,11 +456,7 @@ static int s_table_install(vs_capture_t *self, const s_table_t *table, bool back
     s_text_add(&sql, "CREATE TRIGGER IF NOT EXISTS \"_versync_%lld_ins\" AFTER INSERT ON ",
                (long long) table->id);
     s_text_identifier(&sql, table->name);
-    s_text_add(&sql, " BEGIN INSERT INTO _versync_log (tbl, ");
-    s_text_keys(&sql, table->pk_count);
-    s_text_add(&sql, ") VALUES (%lld, ", (long long) table->id);
-    s_text_pk(&sql, table, "NEW");
-    s_text_add(&sql, "); END;");
+    s_text_log_body(&sql, table, "NEW");
     /* AFTER UPDATE OF a key column, when the key changed: NEW's key too. Created before _upd
        because SQLite runs the triggers of an event newest first: OLD's key keeps the lower
        version, as a DELETE before an INSERT. */
@@ -467,29 +473,17 @@ static int s_table_install(vs_capture_t *self, const s_table_t *table, bool back
         s_text_add(&sql, " IS NOT OLD.");
         s_text_identifier(&sql, column);
     }
-    s_text_add(&sql, " BEGIN INSERT INTO _versync_log (tbl, ");
-    s_text_keys(&sql, table->pk_count);
-    s_text_add(&sql, ") VALUES (%lld, ", (long long) table->id);
-    s_text_pk(&sql, table, "NEW");
-    s_text_add(&sql, "); END;");
+    s_text_log_body(&sql, table, "NEW");
     /* AFTER UPDATE: OLD's key. */
     s_text_add(&sql, "CREATE TRIGGER IF NOT EXISTS \"_versync_%lld_upd\" AFTER UPDATE ON ",
                (long long) table->id);
     s_text_identifier(&sql, table->name);
-    s_text_add(&sql, " BEGIN INSERT INTO _versync_log (tbl, ");
-    s_text_keys(&sql, table->pk_count);
-    s_text_add(&sql, ") VALUES (%lld, ", (long long) table->id);
-    s_text_pk(&sql, table, "OLD");
-    s_text_add(&sql, "); END;");
+    s_text_log_body(&sql, table, "OLD");
     /* AFTER DELETE: OLD's key. */
     s_text_add(&sql, "CREATE TRIGGER IF NOT EXISTS \"_versync_%lld_del\" AFTER DELETE ON ",
                (long long) table->id);
     s_text_identifier(&sql, table->name);
-    s_text_add(&sql, " BEGIN INSERT INTO _versync_log (tbl, ");
-    s_text_keys(&sql, table->pk_count);
-    s_text_add(&sql, ") VALUES (%lld, ", (long long) table->id);
-    s_text_pk(&sql, table, "OLD");
-    s_text_add(&sql, "); END;");
+    s_text_log_body(&sql, table, "OLD");
     if (backfill) {
         /* Rows present before the triggers existed. */
         s_text_add(&sql, "INSERT INTO _versync_log (tbl, ");
