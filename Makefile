@@ -1,7 +1,8 @@
 # versync - the README's commands. CMake does the building; this file installs what is
 # missing on a Debian machine, configures, builds and runs.
 #   make demo    install missing packages, build into build/, run 'versync demo'
-#   make test    the same set-up, then the whole ctest suite
+#   make test    the same set-up plus valgrind and PostgreSQL (the benchmark smoke test),
+#                then the whole ctest suite
 #   make test-sanitize   the suite again under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make memcheck        the unit tests under valgrind
 #   make bench   the benchmark (bench/README.md); QUICK=1 for tiny sizes
@@ -9,15 +10,17 @@
 BUILD ?= build
 SANITIZE_BUILD ?= build-sanitize
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
-PACKAGES = build-essential cmake pkg-config valgrind libzmq3-dev libczmq-dev libsqlite3-dev \
-           libsodium-dev libmsgpack-dev sqlite3 postgresql libpq-dev
+PACKAGES = build-essential cmake pkg-config libzmq3-dev libczmq-dev libsqlite3-dev \
+           libsodium-dev libmsgpack-dev sqlite3
+# The test suite also smoke-tests the benchmark (PostgreSQL) and offers valgrind.
+TEST_PACKAGES = $(PACKAGES) valgrind postgresql libpq-dev
 
-.PHONY: all deps build demo test test-sanitize memcheck bench clean
+.PHONY: all deps test-deps build demo test test-sanitize memcheck bench clean
 
 all: build
 
-deps:
-	@missing=""; for p in $(PACKAGES); do \
+deps test-deps:
+	@missing=""; for p in $(if $(filter test-deps,$@),$(TEST_PACKAGES),$(PACKAGES)); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" \
 	        || missing="$$missing $$p"; \
 	done; \
@@ -38,19 +41,19 @@ build: deps
 demo: build
 	./$(BUILD)/versync demo
 
-test: build
+test: test-deps build
 	cd $(BUILD) && ctest --output-on-failure -j 2
 
-test-sanitize: deps
+test-sanitize: test-deps
 	cmake -S . -B $(SANITIZE_BUILD) -DCMAKE_BUILD_TYPE=Debug -DVS_SANITIZE=address,undefined
 	cmake --build $(SANITIZE_BUILD) -j $(JOBS)
 	cd $(SANITIZE_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    ctest --output-on-failure -j 2
 
-memcheck: build
+memcheck: test-deps build
 	cd $(BUILD) && ctest -T memcheck -L unit --output-on-failure
 
-bench: build
+bench: test-deps build
 	bash bench/run.sh $(if $(QUICK),--quick,)
 
 clean:

@@ -12,8 +12,27 @@ static const char s_help[] =
     "\n"
     "Makes a CURVE key pair as czmq certificates: PATH holds the public key (give it to the\n"
     "broker's --publishers or --subscribers folder, or as --broker-key), PATH_secret holds\n"
-    "both keys (mode 0600; give it as --cert). Existing files are never overwritten.\n"
+    "both keys (mode 0600; give it as --cert). Missing folders are created (mode 0700);\n"
+    "existing key files are never overwritten.\n"
     "The public key is printed on stdout.\n";
+
+/*  Creates the missing folders above path (mode 0700: they hold secret keys).               */
+static int s_make_parents(const char *path)
+{
+    char folder[4096];
+    if (snprintf(folder, sizeof folder, "%s", path) >= (int) sizeof folder) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *slash = strchr(folder + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
+        *slash = '\0';
+        if (mkdir(folder, 0700) != 0 && errno != EEXIST) {
+            return -1;
+        }
+        *slash = '/';
+    }
+    return 0;
+}
 
 int vs_cmd_keygen(int argc, char **argv)
 {
@@ -35,6 +54,10 @@ int vs_cmd_keygen(int argc, char **argv)
     if (stat(path, &info) == 0 || stat(secret_path, &info) == 0) {
         vs_cli_error("keygen", "cannot write key '%s': it exists already (remove it first)",
                      stat(path, &info) == 0 ? path : secret_path);
+        return VS_CLI_EXIT_RUNTIME;
+    }
+    if (s_make_parents(path) != 0) {
+        vs_cli_error("keygen", "cannot create the folder of '%s': %s", path, strerror(errno));
         return VS_CLI_EXIT_RUNTIME;
     }
     zcert_t *cert = zcert_new();

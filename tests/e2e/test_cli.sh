@@ -31,6 +31,8 @@ check "bad stream name: exit 2" expect_exit 2 "invalid stream name 'a/b'" \
 
 check "keygen writes a key pair" expect_exit 0 "^.{40}$" "$VERSYNC" keygen "$ROOT/k"
 check "the secret file has mode 0600" test "$(stat -c %a "$ROOT/k_secret")" == 600
+check "keygen creates missing folders" expect_exit 0 "^.{40}$" "$VERSYNC" keygen "$ROOT/new/folder/k"
+check "... private to the user" test "$(stat -c %a "$ROOT/new/folder")" == 700
 check "keygen never overwrites" expect_exit 1 "exists already" "$VERSYNC" keygen "$ROOT/k"
 make_keys || { log "keygen failed"; exit 1; }
 
