@@ -44,10 +44,14 @@ typedef struct {
     char **columns;
     size_t pk_count;
     uint32_t pk[VS_MAX_PK_COLUMNS];
-    sqlite3_stmt *lookup; /* SELECT every column WHERE pk IS ?, in this table's columns  */
-    vs_value_t *values;   /* column_count values of the row being encoded                */
-    uint64_t generation;  /* set generation in which set_index is valid                 */
-    uint32_t set_index;   /* index of this table in the set being written               */
+    /* A rowid alias no column shadows; NULL for WITHOUT ROWID (or all three shadowed): then
+       the row exists when its first pk column is not NULL. */
+    const char *rowid;
+    size_t reader;       /* its row reader (vs_capture.readers)                              */
+    int found_column;    /* that reader's column: 1 when the row exists; its columns follow  */
+    vs_value_t *values;  /* column_count values of the row being encoded                    */
+    uint64_t generation; /* set generation in which set_index is valid                 */
+    uint32_t set_index;  /* index of this table in the set being written               */
 } s_table_t;
 
 /*  One key of the log as read, its text or blob bytes kept in s_changes_t's arena.            */
@@ -87,6 +91,14 @@ typedef struct {
     size_t arena_capacity;
 } s_changes_t;
 
+/*  Reads the log in a version range, oldest first, LEFT JOINed with the current rows of a group
+    of tables: the rows of every change come in the same statement step as its log row, with
+    no lookup statement per key. Columns: version, then per table "found" and its columns. */
+typedef struct {
+    sqlite3_stmt *stmt;
+    uint64_t at; /* version of the current row; 0: not stepped in this read */
+} s_reader_t;
+
 struct vs_capture {
     sqlite3 *db;
     char *db_path;
@@ -107,8 +119,10 @@ struct vs_capture {
     int wal_index_fd;           /* the -shm file, read-only; -1: none                */
     uint8_t wal_index_seen[48]; /* its first header copy at the last data_version   */
     bool wal_index_known;
-    sqlite3_stmt *read_changes; /* the log's rows in a version range, newest first        */
-    s_changes_t changes;        /* the keys of one read, deduplicated                      */
+    sqlite3_stmt *read_changes; /* the log's keys in a version range, newest first        */
+    s_reader_t *readers;        /* the log joined with the tables' rows, oldest first      */
+    size_t reader_count;
+    s_changes_t changes; /* the keys of one read, deduplicated                      */
     sqlite3_stmt *newest_stmt;
     sqlite3_stmt *schema_version_stmt;
     sqlite3_stmt *data_version_stmt;
@@ -265,7 +279,6 @@ static void s_table_clear(s_table_t *table)
     }
     free(table->columns);
     free(table->values);
-    sqlite3_finalize(table->lookup);
     memset(table, 0, sizeof *table);
 }
 
@@ -504,31 +517,171 @@ cleanup:
     return rc;
 }
 
-/*  Prepares the table's lookup: SELECT every column WHERE each pk column IS ?.               */
-static int s_table_prepare(vs_capture_t *self, s_table_t *table)
+/*  Finds how a join tells that the table's row exists: a rowid alias that no column shadows,
+    for a table that has a rowid; NULL for a WITHOUT ROWID table, whose pk is NOT NULL.     */
+static void s_table_prepare(vs_capture_t *self, s_table_t *table)
 {
-    s_text_t sql = {0};
-    s_text_add(&sql, "SELECT ");
-    for (size_t index = 0; index < table->column_count; index++) {
-        s_text_add(&sql, "%s", index ? ", " : "");
-        s_text_identifier(&sql, table->columns[index]);
+    static const char *const aliases[] = {"rowid", "oid", "_rowid_"};
+    table->rowid = NULL;
+    for (size_t alias = 0; alias < 3 && !table->rowid; alias++) {
+        bool shadowed = false;
+        for (size_t index = 0; index < table->column_count && !shadowed; index++) {
+            shadowed = strcasecmp(table->columns[index], aliases[alias]) == 0;
+        }
+        if (shadowed) {
+            continue;
+        }
+        s_text_t sql = {0};
+        s_text_add(&sql, "SELECT %s FROM ", aliases[alias]);
+        s_text_identifier(&sql, table->name);
+        sqlite3_stmt *stmt = NULL;
+        /* Fails (no such column) for a WITHOUT ROWID table. */
+        if (!sql.failed && sqlite3_prepare_v2(self->db, sql.data, -1, &stmt, NULL) == SQLITE_OK) {
+            table->rowid = aliases[alias];
+        }
+        sqlite3_finalize(stmt);
+        s_text_free(&sql);
+        return;
     }
-    s_text_add(&sql, " FROM ");
-    s_text_identifier(&sql, table->name);
-    s_text_add(&sql, " WHERE ");
-    for (size_t index = 0; index < table->pk_count; index++) {
-        s_text_add(&sql, "%s", index ? " AND " : "");
-        s_text_identifier(&sql, table->columns[table->pk[index]]);
-        s_text_add(&sql, " IS ?%zu", index + 1);
+}
+
+static void s_readers_free(s_reader_t **readers, size_t *count)
+{
+    for (size_t index = 0; index < *count; index++) {
+        sqlite3_finalize((*readers)[index].stmt);
     }
-    int rc = VS_ENOMEM;
-    if (sql.failed) {
-        s_set_error(self, "out of memory");
-    } else {
-        rc = s_prepare(self, sql.data, &table->lookup, "cannot prepare a row lookup");
+    free(*readers);
+    *readers = NULL;
+    *count = 0;
+}
+
+/*  SQLite's limits on one SELECT: 64 tables in a join, 2000 result columns.                 */
+#define S_READER_TABLES  32
+#define S_READER_COLUMNS 1990
+
+/*  Prepares the readers of the tables (sorted by id): a group of tables per statement, within
+    SQLite's limits. A reader of several groups reads only its own tables' log rows.         */
+static int s_readers_prepare(vs_capture_t *self, s_table_t *tables, size_t count,
+                             s_reader_t **readers_p, size_t *reader_count_p)
+{
+    s_reader_t *readers = NULL;
+    size_t reader_count = 0;
+    int rc = VS_OK;
+    for (size_t first = 0; first < count && rc == VS_OK;) {
+        size_t columns = 1;
+        size_t last = first;
+        while (last < count && last - first < S_READER_TABLES &&
+               (last == first || columns + 1 + tables[last].column_count <= S_READER_COLUMNS)) {
+            columns += 1 + tables[last].column_count;
+            last++;
+        }
+        if (columns > S_READER_COLUMNS) {
+            s_set_error(self, "table '%s' has %zu columns: versync replicates at most %d",
+                        tables[first].name, tables[first].column_count, S_READER_COLUMNS - 2);
+            rc = VS_EINVAL;
+            break;
+        }
+        s_text_t sql = {0};
+        s_text_add(&sql, "SELECT l.version");
+        int column = 1;
+        for (size_t index = first; index < last; index++) {
+            s_table_t *table = &tables[index];
+            size_t alias = index - first;
+            if (table->rowid) {
+                s_text_add(&sql, ", t%zu.%s IS NOT NULL", alias, table->rowid);
+            } else {
+                s_text_add(&sql, ", t%zu.", alias);
+                s_text_identifier(&sql, table->columns[table->pk[0]]);
+                s_text_add(&sql, " IS NOT NULL");
+            }
+            table->reader = reader_count;
+            table->found_column = column;
+            column += 1 + (int) table->column_count;
+            for (size_t col = 0; col < table->column_count; col++) {
+                s_text_add(&sql, ", t%zu.", alias);
+                s_text_identifier(&sql, table->columns[col]);
+            }
+        }
+        s_text_add(&sql, " FROM _versync_log AS l");
+        for (size_t index = first; index < last; index++) {
+            s_table_t *table = &tables[index];
+            size_t alias = index - first;
+            s_text_add(&sql, " LEFT JOIN ");
+            s_text_identifier(&sql, table->name);
+            s_text_add(&sql, " AS t%zu ON ", alias);
+            /* For another table's log row the key is NULL: no lookup, no match. */
+            for (size_t key = 0; key < table->pk_count; key++) {
+                s_text_add(&sql, "%st%zu.", key ? " AND " : "", alias);
+                s_text_identifier(&sql, table->columns[table->pk[key]]);
+                s_text_add(&sql, " IS CASE WHEN l.tbl = %lld THEN l.k%zu END",
+                           (long long) table->id, key);
+            }
+        }
+        s_text_add(&sql, " WHERE l.version > ?1 AND l.version <= ?2");
+        if (first > 0 || last < count) {
+            s_text_add(&sql, " AND l.tbl IN (");
+            for (size_t index = first; index < last; index++) {
+                s_text_add(&sql, "%s%lld", index > first ? ", " : "", (long long) tables[index].id);
+            }
+            s_text_add(&sql, ")");
+        }
+        s_text_add(&sql, " ORDER BY l.version");
+        s_reader_t *grown = realloc(readers, (reader_count + 1) * sizeof *readers);
+        if (sql.failed || !grown) {
+            s_set_error(self, "out of memory");
+            rc = VS_ENOMEM;
+        } else {
+            readers = grown;
+            readers[reader_count].at = 0;
+            rc = s_prepare(self, sql.data, &readers[reader_count].stmt,
+                           "cannot prepare the change reader");
+            if (rc == VS_OK) {
+                reader_count++;
+            }
+        }
+        s_text_free(&sql);
+        first = last;
     }
-    s_text_free(&sql);
+    if (rc != VS_OK) {
+        s_readers_free(&readers, &reader_count);
+    }
+    *readers_p = readers;
+    *reader_count_p = reader_count;
     return rc;
+}
+
+/*  Steps a table's reader to the log row of version: the older rows it passes are older
+    changes of keys whose newest change comes later.                                        */
+static int s_reader_seek(vs_capture_t *self, const s_table_t *table, uint64_t version,
+                         sqlite3_stmt **row)
+{
+    s_reader_t *reader = &self->readers[table->reader];
+    while (reader->at < version) {
+        int step = sqlite3_step(reader->stmt);
+        if (step != SQLITE_ROW) {
+            reader->at = UINT64_MAX;
+            if (step != SQLITE_DONE) {
+                return s_sqlite_error(self, "cannot read a row");
+            }
+            break;
+        }
+        reader->at = (uint64_t) sqlite3_column_int64(reader->stmt, 0);
+    }
+    if (reader->at != version) {
+        s_set_error(self, "the change log of '%s' changed during a read (version %llu)",
+                    self->db_path, (unsigned long long) version);
+        return VS_ESTORE;
+    }
+    *row = reader->stmt;
+    return VS_OK;
+}
+
+static void s_readers_reset(vs_capture_t *self)
+{
+    for (size_t index = 0; index < self->reader_count; index++) {
+        sqlite3_reset(self->readers[index].stmt);
+        self->readers[index].at = 0;
+    }
 }
 
 /*  Looks the table's id up in _versync_tables; *found false when it has none.               */
@@ -712,7 +865,7 @@ static int s_load_one(vs_capture_t *self, const char *name, const char *sql, boo
 
 /*  Reloads the replicated tables in one write transaction: describes them, installs missing
     triggers (logging existing rows), drops stale triggers, notes the schema version, then
-    prepares the lookups and the change reader.                                               */
+    prepares the change readers.                                                            */
 static int s_schema_load_as(vs_capture_t *self, bool first_load, bool write)
 {
     int rc = VS_ESTORE;
@@ -865,9 +1018,7 @@ static int s_schema_load_as(vs_capture_t *self, bool first_load, bool write)
     qsort(tables, count, sizeof *tables, s_table_compare);
     size_t key_columns = 0;
     for (size_t index = 0; index < count; index++) {
-        if (s_table_prepare(self, &tables[index]) != VS_OK) {
-            goto cleanup;
-        }
+        s_table_prepare(self, &tables[index]);
         if (tables[index].pk_count > key_columns) {
             key_columns = tables[index].pk_count;
         }
@@ -884,6 +1035,16 @@ static int s_schema_load_as(vs_capture_t *self, bool first_load, bool write)
     if (s_prepare(self, sql.data, &stmt, "cannot prepare the change reader") != VS_OK) {
         goto cleanup;
     }
+    s_reader_t *readers = NULL;
+    size_t reader_count = 0;
+    int prepared = s_readers_prepare(self, tables, count, &readers, &reader_count);
+    if (prepared != VS_OK) {
+        rc = prepared;
+        goto cleanup;
+    }
+    s_readers_free(&self->readers, &self->reader_count);
+    self->readers = readers;
+    self->reader_count = reader_count;
     sqlite3_finalize(self->read_changes);
     self->read_changes = stmt;
     stmt = NULL;
@@ -1193,6 +1354,7 @@ void vs_capture_destroy(vs_capture_t **self_p)
     }
     s_tables_free(&self->tables, &self->table_count);
     sqlite3_finalize(self->read_changes);
+    s_readers_free(&self->readers, &self->reader_count);
     free(self->changes.items);
     free(self->changes.keys);
     free(self->changes.slots);
@@ -1592,28 +1754,6 @@ static void s_change_key(const vs_capture_t *self, size_t item, vs_value_t *valu
     }
 }
 
-/*  Binds a key to a table's lookup, with the types it was logged with.                      */
-static void s_bind_key(sqlite3_stmt *lookup, size_t count, const vs_value_t *values)
-{
-    for (size_t index = 0; index < count; index++) {
-        int parameter = (int) index + 1;
-        const vs_value_t *value = &values[index];
-        switch (value->type) {
-        case VS_INTEGER: sqlite3_bind_int64(lookup, parameter, value->as.integer); break;
-        case VS_REAL: sqlite3_bind_double(lookup, parameter, value->as.real); break;
-        case VS_TEXT:
-            sqlite3_bind_text64(lookup, parameter, value->as.bytes.data, value->as.bytes.size,
-                                SQLITE_STATIC, SQLITE_UTF8);
-            break;
-        case VS_BLOB:
-            sqlite3_bind_blob64(lookup, parameter, value->as.bytes.data, value->as.bytes.size,
-                                SQLITE_STATIC);
-            break;
-        default: sqlite3_bind_null(lookup, parameter); break;
-        }
-    }
-}
-
 /*  Finishes the set being written into sets[*count].                                         */
 static int s_finish_set(vs_capture_t *self, uint64_t first, uint64_t last, uint32_t flags,
                         vs_capture_set_t *sets, size_t *count)
@@ -1701,6 +1841,11 @@ int vs_capture_read(vs_capture_t *self, uint64_t after, size_t max_sets, size_t 
     vs_changeset_writer_reset(self->writer);
     self->generation++;
     self->set_table_count = 0;
+    for (size_t index = 0; index < self->reader_count; index++) {
+        sqlite3_bind_int64(self->readers[index].stmt, 1, (int64_t) after);
+        sqlite3_bind_int64(self->readers[index].stmt, 2, (int64_t) bound);
+        self->readers[index].at = 0;
+    }
     uint64_t cut = after;  /* the last set ended here                          */
     uint64_t last = after; /* version of the last key handled                   */
     size_t bytes = 0;      /* encoded bytes of the finished sets                */
@@ -1711,31 +1856,30 @@ int vs_capture_read(vs_capture_t *self, uint64_t after, size_t max_sets, size_t 
         const s_change_t *change = &self->changes.items[item];
         uint64_t version = change->version;
         s_table_t *table = change->table;
-        sqlite3_stmt *lookup = table->lookup;
         size_t estimate = 16;
         s_change_key(self, item, key);
-        s_bind_key(lookup, table->pk_count, key);
-        int found = sqlite3_step(lookup);
-        if (found == SQLITE_ROW) {
+        sqlite3_stmt *row = NULL;
+        rc = s_reader_seek(self, table, version, &row);
+        if (rc != VS_OK) {
+            goto failed;
+        }
+        bool found = sqlite3_column_int(row, table->found_column) != 0;
+        if (found) {
             for (size_t index = 0; index < table->column_count; index++) {
-                s_value_from_column(lookup, (int) index, &table->values[index]);
+                s_value_from_column(row, table->found_column + 1 + (int) index,
+                                    &table->values[index]);
                 estimate += s_value_estimate(&table->values[index]);
             }
-        } else if (found == SQLITE_DONE) {
+        } else {
             for (size_t index = 0; index < table->pk_count; index++) {
                 estimate += s_value_estimate(&key[index]);
             }
-        } else {
-            rc = s_sqlite_error(self, "cannot read a row");
-            sqlite3_reset(lookup);
-            goto failed;
         }
         if (estimate > S_SET_CAP) {
             s_set_error(self,
                         "a row of table '%s' in database '%s' (version %llu) is larger than "
                         "the %u-byte change set limit",
                         table->name, self->db_path, (unsigned long long) version, VS_MAX_CHANGESET);
-            sqlite3_reset(lookup);
             rc = VS_EMSGSIZE;
             goto failed;
         }
@@ -1746,13 +1890,11 @@ int vs_capture_read(vs_capture_t *self, uint64_t after, size_t max_sets, size_t 
              (new_table && self->set_table_count == VS_MAX_TABLES))) {
             rc = s_finish_set(self, cut + 1, last, 0, sets, set_count);
             if (rc != VS_OK) {
-                sqlite3_reset(lookup);
                 goto failed;
             }
             bytes += sets[*set_count - 1].size;
             cut = last;
             if (*set_count == max_sets || bytes >= max_bytes) {
-                sqlite3_reset(lookup);
                 stopped = true;
                 break;
             }
@@ -1766,18 +1908,16 @@ int vs_capture_read(vs_capture_t *self, uint64_t after, size_t max_sets, size_t 
             if (rc != VS_OK) {
                 s_set_error(self, "cannot add table '%s' to a change set: %s", table->name,
                             vs_strerror(rc));
-                sqlite3_reset(lookup);
                 goto failed;
             }
             table->generation = self->generation;
         }
-        if (found == SQLITE_ROW) {
+        if (found) {
             rc = vs_changeset_writer_upsert(self->writer, table->set_index, table->column_count,
                                             table->values);
         } else {
             rc = vs_changeset_writer_delete(self->writer, table->set_index, table->pk_count, key);
         }
-        sqlite3_reset(lookup);
         if (rc != VS_OK) {
             s_set_error(self, "cannot add a change of table '%s': %s", table->name,
                         vs_strerror(rc));
@@ -1806,9 +1946,11 @@ int vs_capture_read(vs_capture_t *self, uint64_t after, size_t max_sets, size_t 
         uint64_t versions = sets[*set_count - 1].last_version - after;
         self->bytes_per_version = (size_t) (produced / versions) + 1;
     }
+    s_readers_reset(self);
     s_rollback(self); /* a read transaction: nothing to keep */
     return VS_OK;
 failed:
+    s_readers_reset(self);
     s_rollback(self);
     vs_changeset_writer_reset(self->writer);
     vs_capture_sets_free(sets, *set_count);

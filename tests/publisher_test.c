@@ -547,6 +547,64 @@ static void test_key_shapes(void)
     free(snapshot);
 }
 
+/*  The reader joins the log with the tables' rows, up to 32 tables a statement: 40 tables take
+    two, read in version order across both. Tables whose columns shadow rowid, oid and
+    _rowid_ still tell a deleted row from a present one; a table too wide for one SELECT is
+    refused with a clear error.                                                              */
+static void test_reader_groups(void)
+{
+    char schema[8192] = "";
+    size_t used = 0;
+    for (int index = 0; index < 40; index++) {
+        used += (size_t) snprintf(schema + used, sizeof schema - used,
+                                  "CREATE TABLE t%02d (id INTEGER PRIMARY KEY, v);", index);
+    }
+    snprintf(schema + used, sizeof schema - used,
+             "CREATE TABLE sh1 (rowid TEXT PRIMARY KEY, v);"
+             "CREATE TABLE sh3 (rowid, oid, _rowid_ TEXT PRIMARY KEY);");
+    const char *path = s_make_db("reader_groups", schema);
+    vs_capture_t *capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    VS_CHECK(vs_capture_table_count(capture) == 42);
+    sqlite3 *db = s_connect(path);
+    /* Interleaved across the two readers, with older changes of the same keys to skip. */
+    VS_CHECK(s_exec(db, "INSERT INTO t39 VALUES (1, 'a'); INSERT INTO t00 VALUES (1, 'b');"
+                        "INSERT INTO sh1 VALUES ('r', 1); INSERT INTO sh3 VALUES (1, 2, 'q');"
+                        "INSERT INTO sh3 VALUES (3, 4, 'gone');"
+                        "UPDATE t39 SET v = 'a2' WHERE id = 1; INSERT INTO t31 VALUES (5, 'c');"
+                        "INSERT INTO t32 VALUES (6, 'd'); DELETE FROM sh3 WHERE _rowid_ = 'gone';"
+                        "DELETE FROM t00 WHERE id = 1; UPDATE sh1 SET v = 2 WHERE rowid = 'r';"));
+    s_snapshot_t *snapshot = malloc(sizeof *snapshot);
+    VS_REQUIRE(snapshot != NULL);
+    VS_CHECK(s_read(capture, 0, snapshot) == VS_OK);
+    VS_CHECK(snapshot->valid);
+    const char *expected = "sh3 U 1|2|'q'; t39 U 1|'a2'; t31 U 5|'c'; t32 U 6|'d'; "
+                           "sh3 D 'gone'; t00 D 1; sh1 U 'r'|2";
+    VS_CHECK(strcmp(snapshot->text, expected) == 0);
+    if (strcmp(snapshot->text, expected) != 0) {
+        fprintf(stderr, "  got: %s\n", snapshot->text);
+    }
+    vs_capture_destroy(&capture);
+    sqlite3_close(db);
+    free(snapshot);
+
+    /* 1990 columns: a row and its "found" column do not fit in one SELECT. */
+    char *wide = malloc(64 * 1024);
+    VS_REQUIRE(wide != NULL);
+    used = (size_t) snprintf(wide, 64 * 1024, "CREATE TABLE wide (id INTEGER PRIMARY KEY");
+    for (int index = 1; index < 1990; index++) {
+        used += (size_t) snprintf(wide + used, 64 * 1024 - used, ", c%d", index);
+    }
+    snprintf(wide + used, 64 * 1024 - used, ");");
+    path = s_make_db("reader_groups_wide", wide);
+    free(wide);
+    vs_capture_config_t config = {.db_path = path};
+    char error[512] = "";
+    VS_CHECK(vs_capture_open(&capture, &config, error, sizeof error) == VS_EINVAL);
+    VS_CHECK(capture == NULL);
+    VS_CHECK(strstr(error, "table 'wide' has 1990 columns") != NULL);
+}
+
 static void test_existing_rows_and_hot_row(void)
 {
     const char *path =
@@ -1473,6 +1531,7 @@ int main(void)
     vs_test_run("pk_update", test_pk_update);
     vs_test_run("exact_types", test_exact_types);
     vs_test_run("key_shapes", test_key_shapes);
+    vs_test_run("reader_groups", test_reader_groups);
     vs_test_run("existing_rows_and_hot_row", test_existing_rows_and_hot_row);
     vs_test_run("split", test_split);
     vs_test_run("trim_and_reattach", test_trim_and_reattach);
