@@ -1440,6 +1440,21 @@ bool vs_capture_changed(vs_capture_t *self, bool exact)
     return changed;
 }
 
+bool vs_capture_backlog_full(vs_capture_t *self, uint64_t after)
+{
+    if (!self->bytes_per_version) {
+        return true;
+    }
+    bool full = true;
+    if (sqlite3_step(self->newest_stmt) == SQLITE_ROW) {
+        uint64_t newest = (uint64_t) sqlite3_column_int64(self->newest_stmt, 0);
+        uint64_t versions = newest > after ? newest - after : 0;
+        full = versions >= self->target / self->bytes_per_version;
+    }
+    sqlite3_reset(self->newest_stmt);
+    return full;
+}
+
 /* ---------------------------------------------------------------------------------------------
     Reading.                                                                                   */
 

@@ -70,6 +70,12 @@ size_t vs_capture_table_count(const vs_capture_t *self);
     SQLite (one pread, no read transaction): cheap enough to call every few microseconds.   */
 bool vs_capture_changed(vs_capture_t *self, bool exact);
 
+/*  True when the changes after version `after` would fill a change set of the target size,
+    estimated from the bytes per version of the last read; also true when that is not known
+    yet, and on an error (so that the following read reports it). One statement on the log's
+    newest row: a publisher with sets in flight asks it before reading a partial set.       */
+bool vs_capture_backlog_full(vs_capture_t *self, uint64_t after);
+
 /*  Reads, in one snapshot, every change after version `after` and encodes them into at most
     max_sets sets (sets must have room for max_sets), stopping at a cut once the produced sets
     reach max_bytes, and looking at no more than read_span versions. *set_count is the number

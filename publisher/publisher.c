@@ -356,6 +356,12 @@ static void s_pump(s_publisher_t *self)
         self->blocked = true; /* not connected yet: wait for the DEALER */
         return;
     }
+    /* ACK clocking: with sets in flight, a partial set waits for their ACK, and whatever
+       commits meanwhile travels in the next set. Under load, sets grow instead of the
+       broker's commits (an fsync each) multiplying; when idle, a commit goes at once. */
+    if (self->flight_count > 0 && !vs_capture_backlog_full(self->capture, self->sent_version)) {
+        return;
+    }
     vs_capture_set_t sets[S_WINDOW_SETS];
     size_t set_count = 0;
     bool more = false;

@@ -697,6 +697,37 @@ static void test_split(void)
     free(snapshot);
 }
 
+/*  vs_capture_backlog_full: unknown before the first read; afterwards it compares the versions
+    waiting with what fills a set of the target size.                                        */
+static void test_backlog_full(void)
+{
+    const char *path =
+        s_make_db("backlog_full", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);");
+    vs_capture_t *capture = s_open(path, 2000);
+    VS_REQUIRE(capture != NULL);
+    sqlite3 *db = s_connect(path);
+    VS_CHECK(vs_capture_backlog_full(capture, 0)); /* nothing known yet */
+    VS_CHECK(s_exec(db, "INSERT INTO t VALUES (1, 'a row of about forty bytes of text ....')"));
+    s_snapshot_t *snapshot = malloc(sizeof *snapshot);
+    VS_REQUIRE(snapshot != NULL);
+    VS_CHECK(s_read(capture, 0, snapshot) == VS_OK);
+    VS_CHECK(snapshot->valid && snapshot->last_version == 1);
+    VS_CHECK(!vs_capture_backlog_full(capture, 1)); /* nothing waits */
+    VS_CHECK(s_exec(db, "INSERT INTO t VALUES (2, 'a row of about forty bytes of text ....')"));
+    VS_CHECK(!vs_capture_backlog_full(capture, 1)); /* one row: far from 2000 bytes */
+    VS_CHECK(s_exec(db, "BEGIN"));
+    for (int row = 3; row <= 200; row++) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "INSERT INTO t VALUES (%d, 'a row of about forty bytes')", row);
+        VS_CHECK(s_exec(db, sql));
+    }
+    VS_CHECK(s_exec(db, "COMMIT"));
+    VS_CHECK(vs_capture_backlog_full(capture, 1)); /* 199 rows fill a set */
+    vs_capture_destroy(&capture);
+    sqlite3_close(db);
+    free(snapshot);
+}
+
 static void test_trim_and_reattach(void)
 {
     const char *path = s_make_db("trim", "CREATE TABLE t (id INTEGER PRIMARY KEY, v);");
@@ -1534,6 +1565,7 @@ int main(void)
     vs_test_run("reader_groups", test_reader_groups);
     vs_test_run("existing_rows_and_hot_row", test_existing_rows_and_hot_row);
     vs_test_run("split", test_split);
+    vs_test_run("backlog_full", test_backlog_full);
     vs_test_run("trim_and_reattach", test_trim_and_reattach);
     vs_test_run("schema_changes", test_schema_changes);
     vs_test_run("table_list", test_table_list);
