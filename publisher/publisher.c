@@ -14,6 +14,7 @@
 #include "capture.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,12 @@
    a few looks, and a look costs one pread of the wal-index (see vs_capture_changed). */
 #define S_RECHECK_FIRST_US  20
 #define S_RECHECK_PERIOD_MS 25
+/* An idle publisher (nothing in flight, nothing left to read) does not sleep between those
+   looks at first: a sleep here ends 50 us or more late, and that is latency on every single
+   commit. It looks again at once, yielding the CPU in between, for twice the usual
+   event-to-visible time (at most S_SPIN_MAX_US), then falls back to the timed looks. A busy
+   publisher never spins: its next look comes with the next reply. */
+#define S_SPIN_MAX_US 2000
 /* While sets are in flight, the log is trimmed in one write transaction for every ACK of the
    last S_TRIM_DELAY_MS, or sooner once S_TRIM_VERSIONS versions wait: fewer, larger trims take
    the write lock from a busy application less often (a writer that finds it taken sleeps in
@@ -89,6 +96,7 @@ typedef struct {
     int64_t recheck_delay_us;   /* the next look after this long                 */
     int64_t event_at_us;        /* the last event, 0: seen since (zclock_usecs)  */
     int64_t visible_after_us;   /* moving average: event to commit seen          */
+    int64_t spin_until_us;      /* idle: look again without sleeping until then  */
     int64_t exact_at;           /* ask SQLite itself, not the wal-index, then    */
     int64_t trim_at;            /* trim the log at this time, 0: nothing to trim */
     int64_t trim_pending_since; /* first failed trim attempt, 0: none            */
@@ -345,6 +353,7 @@ static void s_pump(s_publisher_t *self)
             self->visible_after_us += (took - self->visible_after_us) / 8;
         }
         self->event_at_us = 0;
+        self->spin_until_us = 0;
     }
     self->more = self->more || changed;
     self->blocked = false;
@@ -580,6 +589,10 @@ static void s_drain_inotify(s_publisher_t *self, bool arm)
                                      ? self->visible_after_us / 2
                                      : S_RECHECK_FIRST_US;
         self->event_at_us = zclock_usecs();
+        if (self->flight_count == 0 && !self->more) {
+            int64_t spin = 2 * self->visible_after_us + 100;
+            self->spin_until_us = self->event_at_us + (spin < S_SPIN_MAX_US ? spin : S_SPIN_MAX_US);
+        }
     }
 }
 
@@ -642,7 +655,12 @@ void vs_publisher_actor(zsock_t *pipe, void *args)
                 timeout = (long) (self->retry_at - now);
                 items[1].events = ZMQ_POLLIN;
             }
-            if (can_read && now < self->recheck_until) {
+            bool spinning = can_read && self->spin_until_us && zclock_usecs() < self->spin_until_us;
+            if (spinning) {
+                timeout = 0;
+                sleep_us = -1; /* yield, then look again */
+            } else if (can_read && now < self->recheck_until) {
+                self->spin_until_us = 0;
                 if (self->recheck_delay_us < 1000) {
                     sleep_us = (long) self->recheck_delay_us;
                     timeout = 0;
@@ -668,6 +686,10 @@ void vs_publisher_actor(zsock_t *pipe, void *args)
                 continue;
             }
             break; /* the context is terminating */
+        }
+        if (ready == 0 && sleep_us < 0) {
+            sched_yield();
+            continue;
         }
         if (ready == 0 && sleep_us > 0) {
             struct timespec pause = {0, sleep_us * 1000};
