@@ -290,7 +290,9 @@ vs_status_ok() {
 
 vs_start() {   # vs_start DIR: broker and publisher for DIR/master.db (created, empty)
     local dir=$1
-    mkdir -p "$dir"
+    # the slaves live in a folder of their own, as on another machine: the publisher watches
+    # the master's folder, and a slave's writes there would wake it for nothing
+    mkdir -p "$dir" "$dir/slaves"
     "$VSBENCH" init --kind sqlite --db "$dir/master.db" || fail "init $dir/master.db"
     local tries attempt
     for attempt in 1 2 3 4 5; do
@@ -357,10 +359,10 @@ vs_w1_w3() {   # W1 bulk, then W3 new replica on the same broker history
     say "run $i: versync W1 bulk ($W1_ROWS rows)"
     vs_start "$dir"
     local subscriber
-    vs_subscribe "$dir/slave.db" "$dir/subscriber.log"
+    vs_subscribe "$dir/slaves/slave.db" "$dir/subscriber.log"
     subscriber=$LAST_PID
-    vs_ready "$dir" "$dir/slave.db" "$subscriber"
-    "$VSBENCH" bulk --kind sqlite --master "$dir/master.db" --slave "$dir/slave.db" \
+    vs_ready "$dir" "$dir/slaves/slave.db" "$subscriber"
+    "$VSBENCH" bulk --kind sqlite --master "$dir/master.db" --slave "$dir/slaves/slave.db" \
         --rows "$W1_ROWS" --txn "$W1_TXN" --timeout "$TIMEOUT" \
         --watch "$VS_BROKER_PID" --watch "$VS_PUBLISHER_PID" --watch "$subscriber" \
         >"$out" || fail "versync W1 (logs in $dir)"
@@ -372,9 +374,9 @@ vs_w1_w3() {   # W1 bulk, then W3 new replica on the same broker history
         say "run $i: versync W3 new replica ($W1_ROWS row changes)"
         out=$WORK/vs-w3.$i
         # shellcheck disable=SC2046
-        "$VSBENCH" replica --kind sqlite --slave "$dir/replica.db" --master "$dir/master.db" \
+        "$VSBENCH" replica --kind sqlite --slave "$dir/slaves/replica.db" --master "$dir/master.db" \
             --rows "$W1_ROWS" --timeout "$TIMEOUT" \
-            -- $(vs_subscribe_command "$dir/replica.db") >"$out" 2>"$dir/replica.log" \
+            -- $(vs_subscribe_command "$dir/slaves/replica.db") >"$out" 2>"$dir/replica.log" \
             || fail "versync W3 (logs in $dir)"
         check_verify "$out" W3
         record W3 rows_per_s versync "$i" "$(value rows_per_s "$out")"
@@ -418,10 +420,10 @@ vs_w2() {
     say "run $i: versync W2 latency ($W2_COMMITS commits, ${W2_INTERVAL_MS} ms apart)"
     vs_start "$dir"
     local subscriber
-    vs_subscribe "$dir/slave.db" "$dir/subscriber.log"
+    vs_subscribe "$dir/slaves/slave.db" "$dir/subscriber.log"
     subscriber=$LAST_PID
-    vs_ready "$dir" "$dir/slave.db" "$subscriber"
-    "$VSBENCH" latency --kind sqlite --master "$dir/master.db" --slave "$dir/slave.db" \
+    vs_ready "$dir" "$dir/slaves/slave.db" "$subscriber"
+    "$VSBENCH" latency --kind sqlite --master "$dir/master.db" --slave "$dir/slaves/slave.db" \
         --commits "$W2_COMMITS" --interval-ms "$W2_INTERVAL_MS" --timeout "$TIMEOUT" \
         --watch "$VS_BROKER_PID" --watch "$VS_PUBLISHER_PID" --watch "$subscriber" \
         >"$out" || fail "versync W2 (logs in $dir)"
@@ -454,10 +456,10 @@ vs_w5() {
     say "run $i: versync W5 hot rows ($W5_UPDATES updates over $W5_ROWS rows)"
     vs_start "$dir"
     local subscriber
-    vs_subscribe "$dir/slave.db" "$dir/subscriber.log"
+    vs_subscribe "$dir/slaves/slave.db" "$dir/subscriber.log"
     subscriber=$LAST_PID
-    vs_ready "$dir" "$dir/slave.db" "$subscriber"
-    "$VSBENCH" hot --kind sqlite --master "$dir/master.db" --slave "$dir/slave.db" \
+    vs_ready "$dir" "$dir/slaves/slave.db" "$subscriber"
+    "$VSBENCH" hot --kind sqlite --master "$dir/master.db" --slave "$dir/slaves/slave.db" \
         --rows "$W5_ROWS" --updates "$W5_UPDATES" --txn "$W5_TXN" --timeout "$TIMEOUT" \
         --watch "$VS_BROKER_PID" --watch "$VS_PUBLISHER_PID" --watch "$subscriber" \
         >"$out" || fail "versync W5 (logs in $dir)"
@@ -493,9 +495,9 @@ vs_w4() {   # vs_w4 RUN N: one broker, N subscribers (2 real, the rest light), a
     vs_start "$dir"
     local k pids=() also=() light_options=() light_pid
     for k in $(seq 1 "$real"); do
-        vs_subscribe "$dir/slave$k.db" "$dir/subscriber$k.log"
+        vs_subscribe "$dir/slaves/slave$k.db" "$dir/subscriber$k.log"
         pids+=("$LAST_PID")
-        [ "$k" -gt 1 ] && also+=(--also-slave "$dir/slave$k.db")
+        [ "$k" -gt 1 ] && also+=(--also-slave "$dir/slaves/slave$k.db")
     done
     if [ "$light" -gt 0 ]; then
         start_bg light "$dir/light.log" "$VSLIGHT" --broker "tcp://127.0.0.1:$VS_PORT" \
@@ -507,7 +509,7 @@ vs_w4() {   # vs_w4 RUN N: one broker, N subscribers (2 real, the rest light), a
         light_options=(--light-result "$dir/light.result" --light-pid "$light_pid")
     fi
     for k in $(seq 1 "$real"); do
-        vs_ready "$dir" "$dir/slave$k.db" "${pids[@]}"
+        vs_ready "$dir" "$dir/slaves/slave$k.db" "${pids[@]}"
     done
     if [ "$light" -gt 0 ]; then
         for _ in $(seq 1 1200); do
@@ -520,7 +522,7 @@ vs_w4() {   # vs_w4 RUN N: one broker, N subscribers (2 real, the rest light), a
     for pid in "${pids[@]}"; do
         watches+=(--watch "$pid")
     done
-    "$VSBENCH" bulk --kind sqlite --master "$dir/master.db" --slave "$dir/slave1.db" "${also[@]}" \
+    "$VSBENCH" bulk --kind sqlite --master "$dir/master.db" --slave "$dir/slaves/slave1.db" "${also[@]}" \
         "${light_options[@]}" "${watches[@]}" --rows "$W4_ROWS" --txn "$W1_TXN" --timeout "$TIMEOUT" \
         >"$out" || fail "versync W4 N=$n (logs in $dir)"
     record "W4 N=$n" delivered_rows_per_s versync "$i" "$(value delivered_rows_per_s "$out")"
@@ -601,7 +603,9 @@ bash "$HERE/table.sh" "$RESULTS" >"$WORK/table.md" || fail "cannot make the tabl
          "latencies and memory. 'vs limit' is versync's median over the limit's median. Every" \
          "server listens on 127.0.0.1 only; CURVE on every versync socket; PostgreSQL" \
          "connections are plain TCP without SSL. Durability settings are the defaults:" \
-         "PostgreSQL fsync=on, synchronous_commit=on (subscriber too); the SQLite master is" \
+         "PostgreSQL fsync=on, synchronous_commit=on on both clusters (the subscription's own" \
+         "synchronous_commit stays at its default, off: the apply worker does not wait for" \
+         "its flush); the SQLite master is" \
          "written with synchronous=FULL (the default) in WAL mode; versync's broker commits" \
          "with synchronous=FULL, its slaves with synchronous=NORMAL. PostgreSQL's" \
          "wal_retrieve_retry_interval is lowered to 50 ms. The disk answers fsync from a cache." \
