@@ -45,13 +45,13 @@
    event-to-visible time (at most S_SPIN_MAX_US), then falls back to the timed looks. A busy
    publisher never spins: its next look comes with the next reply. */
 #define S_SPIN_MAX_US 2000
-/* While sets are in flight, the log is trimmed in one write transaction for every ACK of the
-   last S_TRIM_DELAY_MS, or sooner once S_TRIM_VERSIONS versions wait: fewer, larger trims take
-   the write lock from a busy application less often (a writer that finds it taken sleeps in
-   SQLite's busy handler, for a millisecond at least). Once the publisher is idle it trims at
-   once, as before, so that the lock is free again before the application writes next. Trimming only
-   tries for the write lock, every S_TRIM_RETRY_MS, unless it has not managed for
-   S_TRIM_PATIENCE_MS. */
+/* The log is trimmed in one write transaction for every ACK of the last S_TRIM_DELAY_MS, or
+   sooner once S_TRIM_VERSIONS versions wait: fewer, larger trims take the write lock from the
+   application less often (a writer that finds it taken sleeps in SQLite's busy handler, for a
+   millisecond at least, and its page cache is reloaded after any other connection's write).
+   An idle publisher used to trim at once after each ACK, but "idle" also means between two
+   commits of a steady writer (W5: a trim per change set). Trimming only tries for the write
+   lock, every S_TRIM_RETRY_MS, unless it has not managed for S_TRIM_PATIENCE_MS. */
 #define S_TRIM_DELAY_MS    100
 #define S_TRIM_VERSIONS    65536
 #define S_TRIM_RETRY_MS    5
@@ -411,11 +411,8 @@ static void s_trim(s_publisher_t *self, bool force)
     if (!self->trim_at) {
         self->trim_at = now + S_TRIM_DELAY_MS;
     }
-    /* Idle (nothing in flight, nothing more to read): at once, as an application that writes
-       next may not wait for the lock. */
-    bool idle = self->flight_count == 0 && !self->more;
     bool waited = self->acked_version - self->trimmed_version >= S_TRIM_VERSIONS;
-    bool due = now >= self->trim_at || (!self->trim_pending_since && (idle || waited));
+    bool due = now >= self->trim_at || (!self->trim_pending_since && waited);
     if (!force && !due) {
         return;
     }
