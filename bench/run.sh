@@ -352,6 +352,38 @@ bench_limits() {   # bench_limits RUN
     "$VSBENCH" curve-limit --rows "$LIMIT_ROWS" >"$out.curve" || fail "curve-limit"
     record limit curve_rows_per_s limit "$i" "$(value rows_per_s "$out.curve")"
     record limit curve_mb_per_s limit "$i" "$(value mb_per_s "$out.curve")"
+    [ "$VERSYNC_OK" = 1 ] && writer_limits "$i"
+}
+
+writer_master() {   # writer_master DIR: DIR/master.db with versync's capture triggers, and
+                    # nothing replicating: a publisher installs them and is stopped (its broker
+                    # port has no broker)
+    local dir=$1
+    mkdir -p "$dir"
+    "$VSBENCH" init --kind sqlite --db "$dir/master.db" || fail "init $dir/master.db"
+    start_bg publisher "$dir/publisher.log" "$VERSYNC" publish --db "$dir/master.db" \
+        --broker "tcp://127.0.0.1:$(free_port_pair)" --broker-key "$VS_KEYS/broker" \
+        --cert "$VS_KEYS/pub_secret" --stream writer
+    local publisher=$LAST_PID
+    "$VSBENCH" triggers --db "$dir/master.db" --timeout 60 --watch "$publisher" \
+        || fail "the publisher never installed its triggers (see $dir/publisher.log)"
+    stop_bg "$publisher"
+}
+
+writer_limits() {   # writer_limits RUN: W1's and W5's writes with the capture triggers, alone
+    local i=$1 dir=$WORK/writer.$i out=$WORK/writer.$i
+    say "run $i: limits (the master's writer with capture triggers, nothing replicating)"
+    writer_master "$dir/bulk"
+    # the slave is the master itself: timed until the last commit
+    "$VSBENCH" bulk --kind sqlite --master "$dir/bulk/master.db" --slave "$dir/bulk/master.db" \
+        --rows "$W1_ROWS" --txn "$W1_TXN" --timeout "$TIMEOUT" >"$out.bulk" || fail "writer limit"
+    record limit writer_rows_per_s limit "$i" "$(value rows_per_s "$out.bulk")"
+    writer_master "$dir/hot"
+    "$VSBENCH" hot --kind sqlite --master "$dir/hot/master.db" --slave "$dir/hot/master.db" \
+        --rows "$W5_ROWS" --updates "$W5_UPDATES" --txn "$W5_TXN" --timeout "$TIMEOUT" \
+        >"$out.hot" || fail "writer limit (hot)"
+    record limit writer_updates_per_s limit "$i" "$(value updates_per_s "$out.hot")"
+    [ "$KEEP" = 1 ] || rm -rf "$dir"
 }
 
 vs_w1_w3() {   # W1 bulk, then W3 new replica on the same broker history

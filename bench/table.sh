@@ -9,9 +9,10 @@
 set -euo pipefail
 results=$1
 
-# The rows: workload|metric key|label|limits ("apply", "curve", both or none)
+# The rows: workload|metric key|label|limits (any of "apply", "curve", "writer" and
+# "hotwriter": the master's W1 or W5 writes with capture triggers, nothing replicating)
 spec() {
-    echo "W1|rows_per_s|W1 bulk: rows/s, first commit to all on the slave|apply curve"
+    echo "W1|rows_per_s|W1 bulk: rows/s, first commit to all on the slave|apply curve writer"
     echo "W2|p50_ms|W2 latency: commit to visible, p50 ms|"
     echo "W2|p99_ms|W2 latency: p99 ms|"
     echo "W2|max_ms|W2 latency: max ms|"
@@ -25,10 +26,12 @@ spec() {
         echo "W4 N=$n|broker_cpu_s|W4 fan-out N=$n: broker CPU s|"
         echo "W4 N=$n|broker_peak_rss_mb|W4 fan-out N=$n: broker peak RSS MB|"
     done
-    echo "W5|updates_per_s|W5 hot rows: updates/s, first commit to last on the slave|apply"
+    echo "W5|updates_per_s|W5 hot rows: updates/s, first commit to last on the slave|apply hotwriter"
     echo "limit|apply_rows_per_s|limit: SQLite upsert, 10,000-row transactions, rows/s|"
     echo "limit|curve_rows_per_s|limit: ZeroMQ CURVE over loopback, same bytes, rows/s|"
     echo "limit|curve_mb_per_s|limit: ZeroMQ CURVE over loopback, MB/s|"
+    echo "limit|writer_rows_per_s|limit: the master's W1 writes with capture triggers, nothing replicating, rows/s|"
+    echo "limit|writer_updates_per_s|limit: the master's W5 writes with capture triggers, nothing replicating, updates/s|"
 }
 
 spec | awk -F'|' -v results="$results" '
@@ -73,6 +76,10 @@ BEGIN {
         value[key, f[3], f[4]] = f[5]
         runs[f[4]] = 1
     }
+    lkeys["apply"] = "apply_rows_per_s"; lnames["apply"] = "SQLite apply"
+    lkeys["curve"] = "curve_rows_per_s"; lnames["curve"] = "CURVE transport"
+    lkeys["writer"] = "writer_rows_per_s"; lnames["writer"] = "the writer alone"
+    lkeys["hotwriter"] = "writer_updates_per_s"; lnames["hotwriter"] = "the writer alone"
     print "| workload, metric | versync | PostgreSQL 15 | ratio | versync vs limit |"
     print "| --- | --- | --- | --- | --- |"
 }
@@ -94,11 +101,11 @@ BEGIN {
         mine = median(all[key, "versync"])
         n = split($4, names, " ")
         for (k = 1; k <= n; k++) {
-            lkey = "limit" SUBSEP (names[k] == "apply" ? "apply_rows_per_s" : "curve_rows_per_s")
+            lkey = "limit" SUBSEP lkeys[names[k]]
             if ((lkey, "limit") in all) {
                 l = median(all[lkey, "limit"])
                 if (l > 0) limits = limits (limits == "" ? "" : ", ") \
-                    sprintf("%.2f of %s", mine / l, names[k] == "apply" ? "SQLite apply" : "CURVE transport")
+                    sprintf("%.2f of %s", mine / l, lnames[names[k]])
             }
         }
     }

@@ -21,6 +21,8 @@
       apply-limit --db FILE --rows N --txn T               raw SQLite upsert rate
       curve-limit --rows N [--message-size B]              raw ZeroMQ CURVE PUSH/PULL rate
       sample    --pid PID...                               VmHWM (kB) and CPU seconds of PIDs
+      triggers  --db FILE                                  wait until a publisher has installed
+                                                           its capture triggers on items
 
     Common options: --timeout S (default 600), --watch PID (a process whose CPU time over the
     measured interval and peak RSS are reported; repeatable), --watch-tree PID (a process and
@@ -877,6 +879,30 @@ static int cmd_ready(options_t *o)
     return 0;
 }
 
+/* For the writer limits: waits until versync's publisher has put its triggers on items (it
+   installs them all in one transaction), so that the writer alone can be timed with them. */
+static int cmd_triggers(options_t *o)
+{
+    need(o->db, "--db");
+    int64_t deadline = deadline_of(o);
+    db_t db;
+    db_open(&db, KIND_SQLITE, o->db, false, deadline);
+    sqlite3_stmt *count = NULL;
+    while (sq_int(&db, &count,
+                  "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = "
+                  "'items'",
+                  0, 0) < 3) {
+        watch_alive();
+        if (now_ns() > deadline) {
+            die("timed out: no capture triggers on items in %s", o->db);
+        }
+        sleep_ns(20000000);
+    }
+    sqlite3_finalize(count);
+    db_close(&db);
+    return 0;
+}
+
 /* W1: rows in txn-row transactions; from the first commit until the slave has them all. */
 static int cmd_bulk(options_t *o)
 {
@@ -1337,7 +1363,7 @@ int main(int argc, char **argv)
 {
     if (argc < 2) {
         fprintf(stderr, "usage: vsbench init|ready|bulk|latency|hot|replica|apply-limit|"
-                        "curve-limit|sample [options] (see the comment at the top of "
+                        "curve-limit|sample|triggers [options] (see the comment at the top of "
                         "bench/vsbench.c)\n");
         return 2;
     }
@@ -1363,6 +1389,8 @@ int main(int argc, char **argv)
         return cmd_curve_limit(&o);
     } else if (strcmp(command, "sample") == 0) {
         return cmd_sample(&o);
+    } else if (strcmp(command, "triggers") == 0) {
+        return cmd_triggers(&o);
     }
     die("unknown command '%s'", command);
 }
