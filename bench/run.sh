@@ -95,12 +95,13 @@ cc -std=c11 -O2 -Wall -Wextra -o "$VSBENCH" "$HERE/vsbench.c" \
     $(pkg-config --cflags --libs sqlite3 libzmq) -I"$(pg_config --includedir)" -lpq \
     -lpthread -lm || fail "cannot compile bench/vsbench.c"
 VSLIGHT=
-if [ -f "$BUILD_DIR/libvs_proto.a" ]; then
-    cc -std=c11 -O2 -Wall -Wextra -I"$ROOT/proto" -o "$BUILD_DIR/vslight" "$HERE/vslight.c" \
-        "$BUILD_DIR/libvs_proto.a" $(pkg-config --cflags --libs libzmq libsodium msgpack) \
+if [ -f "$BUILD_DIR/libvs_subscriber.a" ] && [ -f "$BUILD_DIR/libvs_proto.a" ]; then
+    cc -std=c11 -O2 -Wall -Wextra -I"$ROOT/proto" -I"$ROOT/subscriber" -o "$BUILD_DIR/vslight" \
+        "$HERE/vslight.c" "$BUILD_DIR/libvs_subscriber.a" "$BUILD_DIR/libvs_proto.a" \
+        $(pkg-config --cflags --libs libczmq libzmq sqlite3 libsodium msgpack) \
         -lpthread && VSLIGHT=$BUILD_DIR/vslight
 fi
-[ -n "$VSLIGHT" ] || say "no light subscribers (bench/vslight.c needs $BUILD_DIR/libvs_proto.a)"
+[ -n "$VSLIGHT" ] || say "no light subscribers (bench/vslight.c needs $BUILD_DIR/libvs_subscriber.a)"
 VERSYNC=$BUILD_DIR/versync
 VERSYNC_OK=0
 if [ -x "$VERSYNC" ] && "$VERSYNC" --version >/dev/null 2>&1; then

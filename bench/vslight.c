@@ -1,48 +1,45 @@
-/*  vslight.c - light subscribers for the fan-out benchmark (W4): many in one process, each a
-    real versync protocol client with its own CURVE connections to the broker, that receives
-    a stream, verifies its hash chain and counts the rows of one table, without a database.
+/*  vslight.c - light subscribers for the fan-out benchmark (W4): many in one process, each the
+    subscriber module's own actor (subscriber/vs_subscriber.h) in verify-only mode, with its
+    own CURVE connections to the broker: catch-up, live, gap repair, the hash chain and every
+    check a slave makes, but no database; it counts the changes of one table.
 
       vslight --broker EP --live EP --broker-key FILE --cert FILE --stream NAME --table NAME
               --count N --rows R --ready FILE --result FILE [--timeout S]
 
-    Each of the N subscribers runs in its own thread: SUB on the live endpoint (connected
-    first), DEALER on the request endpoint; FETCH since its position until caught up, then live
-    sets; a gap in the live sequence or a heartbeat ahead of it means FETCH again (docs/
-    protocol.md, the same algorithm as subscriber/). Every set it accepts must follow its
-    position and extend the chain (hash(n) = BLAKE2b(hash(n-1) || set)); anything else marks it
-    broken. When all N have answered their first FETCH, "ready" is written to the ready file.
-    When each has counted R UPSERTs of the table (or the timeout passes), the result file gets
-    "key value" lines: light_count, light_complete, light_broken, light_last_done_ns (the
-    CLOCK_MONOTONIC time the last one reached R), light_bytes.
-
-    It uses proto/ (libvs_proto.a) for the codec and the chain: what the bench needs of the
-    subscriber module is only a way to run a subscriber without a database.
+    When every one of the N actors has committed a first change set (the bench's warm-up
+    row), "ready" is written to the ready file. The actors are asked for their counts (the
+    COUNT pipe command) every 100 ms; an actor is done when it has counted R UPSERTs of the
+    table, broken when it sent FATAL. When all are done or broken (or the timeout passes), the
+    result file gets "key value" lines: light_count, light_complete, light_broken,
+    light_last_done_ns (the CLOCK_MONOTONIC time the last one was seen done: at most 100 ms
+    late).
 */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
-#include <unistd.h>
 
-#include <zmq.h>
+#include <czmq.h>
 
-#include "vs_proto.h"
+#include "vs_subscriber.h"
 
-static const char *g_broker, *g_live, *g_stream, *g_table, *g_ready_path, *g_result_path;
-static char g_server_key[41], g_public[41], g_secret[41];
-static int64_t g_rows;
-static atomic_int g_ready, g_done, g_broken, g_stop;
-static atomic_llong g_last_done_ns, g_bytes;
+#define POLL_MS 100
+
+typedef enum { LIGHT_STARTING, LIGHT_READY, LIGHT_DONE, LIGHT_BROKEN } light_state_t;
+
+typedef struct {
+    zactor_t *actor;
+    light_state_t state;
+    bool asked; /* a question is waiting for its answer */
+} light_t;
 
 static void die(const char *format, ...) __attribute__((noreturn, format(printf, 1, 2)));
 static void die(const char *format, ...)
@@ -58,223 +55,18 @@ static void die(const char *format, ...)
 
 static int64_t now_ns(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 }
 
-/* The Z85 key after `name = "` in a czmq certificate file (or the argument itself when it is
-   a 40-character key). */
-static void read_key(const char *path, const char *name, char out[41])
+/* Warnings and errors only: 300 actors saying "caught up" are noise. */
+static void quiet_log(void *arg, vs_log_level_t level, const char *line)
 {
-    if (strlen(path) == 40 && !strchr(path, '/')) {
-        memcpy(out, path, 41);
-        return;
+    (void)arg;
+    if (level <= VS_LOG_WARNING) {
+        fprintf(stderr, "vslight: %s\n", line);
     }
-    FILE *file = fopen(path, "r");
-    if (!file) {
-        die("cannot open '%s': %s", path, strerror(errno));
-    }
-    char line[512];
-    while (fgets(line, sizeof line, file)) {
-        char *at = strstr(line, name);
-        char *quote = at ? strchr(at, '"') : NULL;
-        if (quote && strlen(quote + 1) >= 41 && quote[41] == '"') {
-            memcpy(out, quote + 1, 40);
-            out[40] = 0;
-            fclose(file);
-            return;
-        }
-    }
-    fclose(file);
-    die("no %s in '%s'", name, path);
-}
-
-static void *socket_new(void *context, int type, const char *endpoint)
-{
-    void *socket = zmq_socket(context, type);
-    int64_t max = 80 << 20;
-    int zero = 0;
-    zmq_setsockopt(socket, ZMQ_CURVE_SERVERKEY, g_server_key, 40);
-    zmq_setsockopt(socket, ZMQ_CURVE_PUBLICKEY, g_public, 40);
-    zmq_setsockopt(socket, ZMQ_CURVE_SECRETKEY, g_secret, 40);
-    zmq_setsockopt(socket, ZMQ_MAXMSGSIZE, &max, sizeof max);
-    zmq_setsockopt(socket, ZMQ_LINGER, &zero, sizeof zero);
-    if (type == ZMQ_SUB) {
-        char topic[256];
-        size_t size = vs_live_topic(g_stream, strlen(g_stream), topic, sizeof topic);
-        zmq_setsockopt(socket, ZMQ_SUBSCRIBE, topic, size);
-        zmq_setsockopt(socket, ZMQ_RCVHWM, &zero, sizeof zero);
-    }
-    if (zmq_connect(socket, endpoint) != 0) {
-        die("connect %s: %s", endpoint, zmq_strerror(zmq_errno()));
-    }
-    return socket;
-}
-
-typedef struct {
-    void *context;
-    int index;
-} light_args_t;
-
-typedef struct {
-    void *dealer;
-    uint64_t position;
-    uint8_t hash[VS_HASH_SIZE];
-    bool fetching, ready, done, broken;
-    int64_t rows;
-    uint64_t request_id;
-} light_t;
-
-static void light_fetch(light_t *self)
-{
-    vs_msg_t msg = {.command = VS_CMD_FETCH, .request_id = ++self->request_id};
-    msg.stream.data = g_stream;
-    msg.stream.size = strlen(g_stream);
-    msg.since = self->position;
-    uint8_t *data = NULL;
-    size_t size = 0;
-    if (vs_msg_encode(&msg, &data, &size) != VS_OK) {
-        die("cannot encode FETCH");
-    }
-    zmq_send(self->dealer, data, size, 0);
-    free(data);
-    self->fetching = true;
-}
-
-static void light_broken(light_t *self, const char *why)
-{
-    if (!self->broken) {
-        self->broken = true;
-        atomic_fetch_add(&g_broken, 1);
-        fprintf(stderr, "vslight: a subscriber stops at seq %" PRIu64 ": %s\n", self->position,
-                why);
-    }
-}
-
-/* Accepts set seq with chain hash `hash` when it follows; counts the table's upserts. */
-static void light_accept(light_t *self, uint64_t seq, vs_bytes_t hash, vs_bytes_t changeset)
-{
-    if (self->broken || seq != self->position + 1) {
-        return;
-    }
-    uint8_t next[VS_HASH_SIZE];
-    vs_chain_next(self->hash, changeset.data, changeset.size, next);
-    if (hash.size != VS_HASH_SIZE || memcmp(next, hash.data, VS_HASH_SIZE) != 0) {
-        light_broken(self, "the chain does not follow");
-        return;
-    }
-    vs_changeset_t set;
-    const char *why = NULL;
-    if (vs_changeset_open(&set, changeset.data, changeset.size, &why) != VS_OK) {
-        light_broken(self, why ? why : "bad change set");
-        return;
-    }
-    int table = -1;
-    for (uint32_t t = 0; t < set.table_count; t++) {
-        if (vs_bytes_equal(set.tables[t].name, g_table)) {
-            table = (int)t;
-        }
-    }
-    if (table >= 0 && set.table_count == 1) {
-        self->rows += (int64_t)set.change_count; /* only upserts in the bulk load */
-    } else if (table >= 0) {
-        vs_change_t change;
-        while (vs_changeset_next(&set, &change)) {
-            self->rows += change.table == (uint32_t)table && change.op == VS_OP_UPSERT;
-        }
-    }
-    vs_changeset_close(&set);
-    memcpy(self->hash, next, VS_HASH_SIZE);
-    self->position = seq;
-    atomic_fetch_add(&g_bytes, (long long)changeset.size);
-    if (!self->done && self->rows >= g_rows) {
-        self->done = true;
-        long long now = now_ns(), seen = atomic_load(&g_last_done_ns);
-        while (now > seen && !atomic_compare_exchange_weak(&g_last_done_ns, &seen, now)) {
-        }
-        atomic_fetch_add(&g_done, 1);
-    }
-}
-
-static void *light_thread(void *arg)
-{
-    light_args_t *args = arg;
-    light_t self = {0};
-    void *sub = socket_new(args->context, ZMQ_SUB, g_live);
-    self.dealer = socket_new(args->context, ZMQ_DEALER, g_broker);
-    light_fetch(&self);
-    zmq_pollitem_t items[2] = {{sub, 0, ZMQ_POLLIN, 0}, {self.dealer, 0, ZMQ_POLLIN, 0}};
-    zmq_msg_t frame;
-    zmq_msg_init(&frame);
-    while (!atomic_load(&g_stop) && !self.done && !self.broken) {
-        if (zmq_poll(items, 2, 100) < 0) {
-            continue;
-        }
-        if (items[1].revents & ZMQ_POLLIN) {
-            if (zmq_msg_recv(&frame, self.dealer, 0) < 0) {
-                continue;
-            }
-            vs_msg_t msg;
-            const char *why = NULL;
-            if (vs_msg_decode(&msg, zmq_msg_data(&frame), zmq_msg_size(&frame), &why) != VS_OK) {
-                light_broken(&self, why ? why : "bad reply");
-                continue;
-            }
-            if (msg.command == VS_CMD_CHUNK) {
-                for (size_t e = 0; e < msg.entry_count; e++) {
-                    light_accept(&self, msg.entries[e].seq, msg.entries[e].hash,
-                                 msg.entries[e].changeset);
-                }
-                if (!self.ready) {
-                    self.ready = true;
-                    atomic_fetch_add(&g_ready, 1);
-                }
-                self.fetching = false;
-                if (msg.head > self.position && !self.broken) {
-                    light_fetch(&self);
-                }
-            } else if (msg.command == VS_CMD_ERROR) {
-                light_broken(&self, "the broker answered ERROR");
-            }
-            vs_msg_clear(&msg);
-        }
-        if (items[0].revents & ZMQ_POLLIN) {
-            /* two frames: topic, body */
-            if (zmq_msg_recv(&frame, sub, 0) < 0) {
-                continue;
-            }
-            int more = 0;
-            size_t more_size = sizeof more;
-            zmq_getsockopt(sub, ZMQ_RCVMORE, &more, &more_size);
-            if (!more) {
-                continue;
-            }
-            if (zmq_msg_recv(&frame, sub, 0) < 0) {
-                continue;
-            }
-            vs_msg_t msg;
-            if (vs_msg_decode(&msg, zmq_msg_data(&frame), zmq_msg_size(&frame), NULL) != VS_OK) {
-                continue; /* the live endpoint drops what it cannot read */
-            }
-            if (!self.fetching && vs_bytes_equal(msg.stream, g_stream)) {
-                if (msg.command == VS_CMD_LIVE) {
-                    if (msg.seq == self.position + 1) {
-                        light_accept(&self, msg.seq, msg.hash, msg.changeset);
-                    } else if (msg.seq > self.position + 1) {
-                        light_fetch(&self); /* a gap */
-                    }
-                } else if (msg.command == VS_CMD_HEARTBEAT && msg.head > self.position) {
-                    light_fetch(&self);
-                }
-            }
-            vs_msg_clear(&msg);
-        }
-    }
-    zmq_msg_close(&frame);
-    zmq_close(sub);
-    zmq_close(self.dealer);
-    return NULL;
 }
 
 static void write_file(const char *path, const char *text)
@@ -287,86 +79,188 @@ static void write_file(const char *path, const char *text)
     }
 }
 
+/* Reads one answer of an actor: COUNT, POSITION or FATAL. */
+static void answer(light_t *light, const char *stream, int64_t rows, int64_t *last_done_ns)
+{
+    zmsg_t *message = zmsg_recv(light->actor);
+    if (!message) {
+        return;
+    }
+    char *command = zmsg_popstr(message);
+    if (command && streq(command, "FATAL")) {
+        char *reason = zmsg_popstr(message);
+        fprintf(stderr, "vslight: a subscriber stopped: %s\n", reason ? reason : "");
+        zstr_free(&reason);
+        light->state = LIGHT_BROKEN;
+    } else if (command && streq(command, "POSITION")) {
+        char *name = zmsg_popstr(message);
+        char *applied = zmsg_popstr(message);
+        char *committed = zmsg_popstr(message);
+        if (name && streq(name, stream) && committed && atoll(committed) >= 1
+            && light->state == LIGHT_STARTING) {
+            light->state = LIGHT_READY;
+        }
+        zstr_free(&name);
+        zstr_free(&applied);
+        zstr_free(&committed);
+        light->asked = false;
+    } else if (command && streq(command, "COUNT")) {
+        char *upserts = zmsg_popstr(message);
+        if (upserts && atoll(upserts) >= rows && light->state == LIGHT_READY) {
+            light->state = LIGHT_DONE;
+            *last_done_ns = now_ns();
+        }
+        zstr_free(&upserts);
+        light->asked = false;
+    }
+    zstr_free(&command);
+    zmsg_destroy(&message);
+}
+
 int main(int argc, char **argv)
 {
-    const char *broker_key = NULL, *cert = NULL;
+    const char *broker = NULL, *live = NULL, *broker_key = NULL, *cert_path = NULL;
+    const char *stream = NULL, *table = "items", *ready_path = NULL, *result_path = NULL;
     int count = 1;
+    int64_t rows = 0;
     double timeout = 600;
-    g_table = "items";
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *key = argv[i], *value = argv[i + 1];
         if (strcmp(key, "--broker") == 0) {
-            g_broker = value;
+            broker = value;
         } else if (strcmp(key, "--live") == 0) {
-            g_live = value;
+            live = value;
         } else if (strcmp(key, "--broker-key") == 0) {
             broker_key = value;
         } else if (strcmp(key, "--cert") == 0) {
-            cert = value;
+            cert_path = value;
         } else if (strcmp(key, "--stream") == 0) {
-            g_stream = value;
+            stream = value;
         } else if (strcmp(key, "--table") == 0) {
-            g_table = value;
+            table = value;
         } else if (strcmp(key, "--count") == 0) {
             count = atoi(value);
         } else if (strcmp(key, "--rows") == 0) {
-            g_rows = atoll(value);
+            rows = atoll(value);
         } else if (strcmp(key, "--ready") == 0) {
-            g_ready_path = value;
+            ready_path = value;
         } else if (strcmp(key, "--result") == 0) {
-            g_result_path = value;
+            result_path = value;
         } else if (strcmp(key, "--timeout") == 0) {
             timeout = atof(value);
         } else {
             die("unknown option %s", key);
         }
     }
-    if (!g_broker || !g_live || !broker_key || !cert || !g_stream || !g_ready_path
-        || !g_result_path || count < 1 || g_rows < 1) {
+    if (!broker || !live || !broker_key || !cert_path || !stream || !ready_path || !result_path
+        || count < 1 || rows < 1) {
         die("usage: vslight --broker EP --live EP --broker-key FILE --cert FILE --stream NAME "
             "--count N --rows R --ready FILE --result FILE [--table NAME] [--timeout S]");
     }
-    read_key(broker_key, "public-key", g_server_key);
-    read_key(cert, "public-key", g_public);
-    read_key(cert, "secret-key", g_secret);
-
-    void *context = zmq_ctx_new();
-    zmq_ctx_set(context, ZMQ_IO_THREADS, 2);
-    zmq_ctx_set(context, ZMQ_MAX_SOCKETS, 4 * count + 64);
-    pthread_t *threads = calloc((size_t)count, sizeof *threads);
-    light_args_t *args = calloc((size_t)count, sizeof *args);
+    /* Four sockets an actor (its pipe's two ends, SUB and DEALER), each with descriptors. */
+    struct rlimit files;
+    if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+        files.rlim_cur = files.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &files);
+    }
+    zsys_set_max_sockets((size_t)count * 4 + 64);
+    zsys_set_io_threads(2);
+    zsys_handler_set(NULL);
+    zcert_t *server = zcert_load(broker_key);
+    zcert_t *cert = zcert_load(cert_path);
+    if (!server || !cert) {
+        die("cannot load the keys '%s' and '%s'", broker_key, cert_path);
+    }
+    const char *const streams[] = {stream};
+    const char *const tables[] = {table};
+    vs_subscriber_config_t config = {
+        .verify_only = true,
+        .broker_endpoint = broker,
+        .live_endpoint = live,
+        .broker_public_key = zcert_public_txt(server),
+        .cert = cert,
+        .streams = streams,
+        .stream_count = 1,
+        .tables = tables,
+        .table_count = 1,
+        .logger = {.fn = quiet_log},
+    };
+    light_t *lights = calloc((size_t)count, sizeof *lights);
+    zpoller_t *poller = zpoller_new(NULL);
+    if (!lights || !poller) {
+        die("out of memory");
+    }
     for (int i = 0; i < count; i++) {
-        args[i] = (light_args_t){.context = context, .index = i};
-        pthread_attr_t attributes;
-        pthread_attr_init(&attributes);
-        pthread_attr_setstacksize(&attributes, 256 << 10);
-        if (pthread_create(&threads[i], &attributes, light_thread, &args[i]) != 0) {
-            die("cannot start thread %d", i);
+        lights[i].actor = zactor_new(vs_subscriber_actor, &config);
+        char *status = lights[i].actor ? zstr_recv(lights[i].actor) : NULL;
+        if (!status || !streq(status, "OK")) {
+            char *reason = lights[i].actor ? zstr_recv(lights[i].actor) : NULL;
+            die("subscriber %d did not start: %s", i, reason ? reason : "no answer");
         }
-        pthread_attr_destroy(&attributes);
+        zstr_free(&status);
+        zpoller_add(poller, lights[i].actor);
     }
     int64_t deadline = now_ns() + (int64_t)(timeout * 1e9);
+    int64_t last_done_ns = 0;
+    int64_t ask_at = 0;
     bool announced = false;
-    while (atomic_load(&g_done) + atomic_load(&g_broken) < count && now_ns() < deadline) {
-        if (!announced && atomic_load(&g_ready) + atomic_load(&g_broken) == count) {
-            write_file(g_ready_path, "ready\n");
+    while (now_ns() < deadline) {
+        int ready = 0, done = 0, broken = 0;
+        for (int i = 0; i < count; i++) {
+            ready += lights[i].state != LIGHT_STARTING;
+            done += lights[i].state == LIGHT_DONE;
+            broken += lights[i].state == LIGHT_BROKEN;
+        }
+        if (!announced && ready == count) {
+            write_file(ready_path, "ready\n");
             announced = true;
         }
-        usleep(2000);
+        if (done + broken == count) {
+            break;
+        }
+        if (now_ns() >= ask_at) {
+            for (int i = 0; i < count; i++) {
+                if (lights[i].asked || lights[i].state == LIGHT_DONE
+                    || lights[i].state == LIGHT_BROKEN) {
+                    continue;
+                }
+                if (lights[i].state == LIGHT_STARTING) {
+                    zstr_sendx(lights[i].actor, "POSITION", stream, NULL);
+                } else {
+                    zstr_send(lights[i].actor, "COUNT");
+                }
+                lights[i].asked = true;
+            }
+            ask_at = now_ns() + (int64_t)POLL_MS * 1000000;
+        }
+        zactor_t *which = zpoller_wait(poller, POLL_MS);
+        while (which) {
+            for (int i = 0; i < count; i++) {
+                if (lights[i].actor == which) {
+                    answer(&lights[i], stream, rows, &last_done_ns);
+                    break;
+                }
+            }
+            which = zpoller_wait(poller, 0);
+        }
     }
-    atomic_store(&g_stop, 1);
+    int done = 0, broken = 0;
     for (int i = 0; i < count; i++) {
-        pthread_join(threads[i], NULL);
+        done += lights[i].state == LIGHT_DONE;
+        broken += lights[i].state == LIGHT_BROKEN;
     }
     char text[512];
     snprintf(text, sizeof text,
-             "light_count %d\nlight_complete %d\nlight_broken %d\nlight_last_done_ns %lld\n"
-             "light_bytes %lld\n",
-             count, atomic_load(&g_done), atomic_load(&g_broken),
-             (long long)atomic_load(&g_last_done_ns), (long long)atomic_load(&g_bytes));
-    write_file(g_result_path, text);
-    zmq_ctx_term(context);
-    free(threads);
-    free(args);
-    return atomic_load(&g_done) == count ? 0 : 1;
+             "light_count %d\nlight_complete %d\nlight_broken %d\nlight_last_done_ns %" PRId64
+             "\n",
+             count, done, broken, last_done_ns);
+    write_file(result_path, text);
+    zpoller_destroy(&poller);
+    for (int i = 0; i < count; i++) {
+        zactor_destroy(&lights[i].actor);
+    }
+    free(lights);
+    zcert_destroy(&server);
+    zcert_destroy(&cert);
+    return done == count ? 0 : 1;
 }

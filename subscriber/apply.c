@@ -31,13 +31,13 @@ typedef struct {
     bool skip;             /* filtered out by config->tables                          */
     uint32_t column_count; /* master columns                                          */
     uint32_t pk_count;
-    int *parameter;        /* per master column: its UPSERT parameter, 0 when unused   */
+    int *parameter; /* per master column: its UPSERT parameter, 0 when unused   */
     sqlite3_stmt *upsert;
     sqlite3_stmt *delete;
 } s_mapping_t;
 
 struct vs_apply {
-    sqlite3 *db;
+    sqlite3 *db;   /* NULL: verify-only, positions in memory, changes only checked and counted */
     char **tables; /* filter; table_count 0 means every table */
     size_t table_count;
     s_stream_t *streams;
@@ -54,6 +54,12 @@ struct vs_apply {
     bool in_batch;
     size_t batch_rows;
     size_t batch_sets;
+    uint64_t batch_upserts; /* changes of wanted tables in the open batch */
+    uint64_t batch_deletes;
+    uint64_t upserts; /* committed */
+    uint64_t deletes;
+    bool *set_wanted; /* verify-only: per table of the set being applied */
+    size_t set_wanted_capacity;
     s_mapping_t **set_mappings; /* per table of the set being applied */
     size_t set_mappings_capacity;
     char *signature;
@@ -173,7 +179,7 @@ static void s_mapping_destructor(void **item)
 int vs_apply_open(vs_apply_t **self_p, const char *path, const char *const *tables,
                   size_t table_count, char *why, size_t why_size)
 {
-    if (!self_p || !path || (table_count > 0 && !tables)) {
+    if (!self_p || (table_count > 0 && !tables)) {
         if (why_size > 0) {
             snprintf(why, why_size, "invalid arguments");
         }
@@ -206,9 +212,12 @@ int vs_apply_open(vs_apply_t **self_p, const char *path, const char *const *tabl
             }
         }
     }
-    int rc = sqlite3_open_v2(path, &self->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    if (!path) {
+        *self_p = self; /* verify-only */
+        return VS_OK;
+    }
+    int rc = sqlite3_open_v2(
+        path, &self->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         code = s_fail(self, VS_ESTORE, "cannot open '%s': %s", path,
                       self->db ? sqlite3_errmsg(self->db) : sqlite3_errstr(rc));
@@ -298,6 +307,7 @@ void vs_apply_close(vs_apply_t **self_p)
     }
     free(self->streams);
     free(self->set_mappings);
+    free(self->set_wanted);
     free(self->signature);
     free(self);
     *self_p = NULL;
@@ -351,26 +361,30 @@ static int s_stream_get(vs_apply_t *self, const char *name, s_stream_t **stream_
     uint64_t seq = 0;
     uint8_t hash[VS_HASH_SIZE] = {0};
     int code = VS_OK;
-    sqlite3_bind_text(self->state_read, 1, name, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(self->state_read);
+    int rc = SQLITE_DONE;
+    if (self->db) {
+        sqlite3_bind_text(self->state_read, 1, name, -1, SQLITE_STATIC);
+        rc = sqlite3_step(self->state_read);
+    }
     if (rc == SQLITE_ROW) {
         sqlite3_int64 stored = sqlite3_column_int64(self->state_read, 0);
         const void *blob = sqlite3_column_blob(self->state_read, 1);
         int blob_size = sqlite3_column_bytes(self->state_read, 1);
-        if (sqlite3_column_type(self->state_read, 0) != SQLITE_INTEGER || stored < 0
-            || sqlite3_column_type(self->state_read, 1) != SQLITE_BLOB
-            || blob_size != VS_HASH_SIZE) {
+        if (sqlite3_column_type(self->state_read, 0) != SQLITE_INTEGER || stored < 0 ||
+            sqlite3_column_type(self->state_read, 1) != SQLITE_BLOB || blob_size != VS_HASH_SIZE) {
             code = s_fail(self, VS_ESTORE, "corrupt " S_STATE_TABLE " row for stream %s", name);
         } else {
             seq = (uint64_t) stored;
             memcpy(hash, blob, VS_HASH_SIZE);
         }
     } else if (rc != SQLITE_DONE) {
-        code = s_fail(self, VS_ESTORE, "cannot read " S_STATE_TABLE ": %s",
-                      sqlite3_errmsg(self->db));
+        code =
+            s_fail(self, VS_ESTORE, "cannot read " S_STATE_TABLE ": %s", sqlite3_errmsg(self->db));
     }
-    sqlite3_reset(self->state_read);
-    sqlite3_clear_bindings(self->state_read);
+    if (self->db) {
+        sqlite3_reset(self->state_read);
+        sqlite3_clear_bindings(self->state_read);
+    }
     if (code != VS_OK) {
         return code;
     }
@@ -441,7 +455,7 @@ void vs_apply_rollback(vs_apply_t *self)
     if (!self->in_batch) {
         return;
     }
-    if (!sqlite3_get_autocommit(self->db)) {
+    if (self->db && !sqlite3_get_autocommit(self->db)) {
         s_step_once(self->rollback);
     }
     for (size_t index = 0; index < self->stream_count; index++) {
@@ -456,6 +470,8 @@ void vs_apply_rollback(vs_apply_t *self)
     self->in_batch = false;
     self->batch_rows = 0;
     self->batch_sets = 0;
+    self->batch_upserts = 0;
+    self->batch_deletes = 0;
 }
 
 /*  Rolls back the batch, keeping the error text already recorded.                             */
@@ -473,7 +489,7 @@ int vs_apply_commit(vs_apply_t *self)
     if (!vs_apply_consistent(self)) {
         return s_fail(self, VS_EINVAL, "the batch is not at a consistent point");
     }
-    for (size_t index = 0; index < self->stream_count; index++) {
+    for (size_t index = 0; index < self->stream_count && self->db; index++) {
         s_stream_t *stream = &self->streams[index];
         if (!stream->touched) {
             continue;
@@ -489,7 +505,7 @@ int vs_apply_commit(vs_apply_t *self)
             return s_abort(self, VS_ESTORE);
         }
     }
-    if (s_step_once(self->commit) != SQLITE_OK) {
+    if (self->db && s_step_once(self->commit) != SQLITE_OK) {
         s_fail(self, VS_ESTORE, "commit failed: %s", sqlite3_errmsg(self->db));
         return s_abort(self, VS_ESTORE);
     }
@@ -500,10 +516,20 @@ int vs_apply_commit(vs_apply_t *self)
         stream->touched = false;
         stream->consistent = true;
     }
+    self->upserts += self->batch_upserts;
+    self->deletes += self->batch_deletes;
     self->in_batch = false;
     self->batch_rows = 0;
     self->batch_sets = 0;
+    self->batch_upserts = 0;
+    self->batch_deletes = 0;
     return VS_OK;
+}
+
+void vs_apply_counts(const vs_apply_t *self, uint64_t *upserts, uint64_t *deletes)
+{
+    *upserts = self->upserts;
+    *deletes = self->deletes;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -516,9 +542,8 @@ typedef struct {
 
 static bool s_is_schema_table(const char *name)
 {
-    return name
-           && (strcmp(name, "sqlite_master") == 0 || strcmp(name, "sqlite_schema") == 0
-               || strcmp(name, "sqlite_sequence") == 0);
+    return name && (strcmp(name, "sqlite_master") == 0 || strcmp(name, "sqlite_schema") == 0 ||
+                    strcmp(name, "sqlite_sequence") == 0);
 }
 
 /*  Lets through exactly what one CREATE TABLE of the expected name needs in the main
@@ -543,33 +568,30 @@ static int s_create_authorizer(void *arg, int action, const char *first, const c
         }
         return SQLITE_DENY;
     case SQLITE_CREATE_INDEX:
-        if (in_main && first && second && s_has_prefix_nocase(first, "sqlite_autoindex_")
-            && sqlite3_stricmp(second, guard->table) == 0) {
+        if (in_main && first && second && s_has_prefix_nocase(first, "sqlite_autoindex_") &&
+            sqlite3_stricmp(second, guard->table) == 0) {
             return SQLITE_OK;
         }
         return SQLITE_DENY;
     case SQLITE_INSERT:
     case SQLITE_UPDATE:
-    case SQLITE_DELETE:
-        return in_main && s_is_schema_table(first) ? SQLITE_OK : SQLITE_DENY;
+    case SQLITE_DELETE: return in_main && s_is_schema_table(first) ? SQLITE_OK : SQLITE_DENY;
     case SQLITE_READ:
-        if (in_main && first
-            && (s_is_schema_table(first) || sqlite3_stricmp(first, guard->table) == 0)) {
+        if (in_main && first &&
+            (s_is_schema_table(first) || sqlite3_stricmp(first, guard->table) == 0)) {
             return SQLITE_OK;
         }
         return SQLITE_DENY;
-    case SQLITE_FUNCTION:
-        return SQLITE_OK;
-    default:
-        return SQLITE_DENY;
+    case SQLITE_FUNCTION: return SQLITE_OK;
+    default: return SQLITE_DENY;
     }
 }
 
 static int s_create_table(vs_apply_t *self, const char *table, vs_bytes_t create_sql)
 {
     char sample[80];
-    if (create_sql.size == 0 || create_sql.size > VS_MAX_SQL
-        || memchr(create_sql.data, 0, create_sql.size)) {
+    if (create_sql.size == 0 || create_sql.size > VS_MAX_SQL ||
+        memchr(create_sql.data, 0, create_sql.size)) {
         return s_fail(self, VS_ESCHEMA, "table '%s': missing on the slave and no usable create_sql",
                       s_sample(table, strlen(table), sample, sizeof sample));
     }
@@ -590,11 +612,11 @@ static int s_create_table(vs_apply_t *self, const char *table, vs_bytes_t create
         goto cleanup;
     }
     for (const char *cursor = tail; cursor && *cursor; cursor++) {
-        if (*cursor != ';' && *cursor != ' ' && *cursor != '\t' && *cursor != '\n'
-            && *cursor != '\r' && *cursor != '\f' && *cursor != '\v') {
-            code = s_fail(self, VS_ESCHEMA,
-                          "table '%s': create_sql refused: more than one statement",
-                          s_sample(table, strlen(table), sample, sizeof sample));
+        if (*cursor != ';' && *cursor != ' ' && *cursor != '\t' && *cursor != '\n' &&
+            *cursor != '\r' && *cursor != '\f' && *cursor != '\v') {
+            code =
+                s_fail(self, VS_ESCHEMA, "table '%s': create_sql refused: more than one statement",
+                       s_sample(table, strlen(table), sample, sizeof sample));
             goto cleanup;
         }
     }
@@ -606,9 +628,9 @@ static int s_create_table(vs_apply_t *self, const char *table, vs_bytes_t create
     }
     rc = sqlite3_step(stmt);
     if (rc != SQLITE_DONE) {
-        code = s_fail(self, VS_ESCHEMA, "table '%s': cannot create it: %s",
-                      s_sample(table, strlen(table), sample, sizeof sample),
-                      sqlite3_errmsg(self->db));
+        code =
+            s_fail(self, VS_ESCHEMA, "table '%s': cannot create it: %s",
+                   s_sample(table, strlen(table), sample, sizeof sample), sqlite3_errmsg(self->db));
         goto cleanup;
     }
 cleanup:
@@ -679,7 +701,7 @@ static int s_table_kind(vs_apply_t *self, const char *name, int *kind)
 
 typedef struct {
     char *name;
-    int pk; /* 1-based position in the primary key, 0 when not part of it */
+    int pk;            /* 1-based position in the primary key, 0 when not part of it */
     int master_column; /* -1 when the master does not have it */
 } s_slave_column_t;
 
@@ -771,8 +793,8 @@ static void s_describe_master_pk(s_text_t *text, const vs_table_t *table)
 static bool s_name_equal(vs_bytes_t master, const char *slave)
 {
     size_t size = strlen(slave);
-    return size == master.size
-           && (size == 0 || sqlite3_strnicmp(master.data, slave, (int) size) == 0);
+    return size == master.size &&
+           (size == 0 || sqlite3_strnicmp(master.data, slave, (int) size) == 0);
 }
 
 /*  Builds the mapping of one master table: creates the slave table if missing, checks the
@@ -848,10 +870,9 @@ static int s_mapping_build(vs_apply_t *self, const vs_table_t *table, s_mapping_
     bool same_pk = slave_pk_count == table->pk_count;
     for (size_t index = 0; same_pk && index < column_count; index++) {
         int position = columns[index].pk;
-        if (position > 0
-            && (position > (int) table->pk_count
-                || !s_name_equal(table->columns[table->pk_columns[position - 1]],
-                                 columns[index].name))) {
+        if (position > 0 &&
+            (position > (int) table->pk_count ||
+             !s_name_equal(table->columns[table->pk_columns[position - 1]], columns[index].name))) {
             same_pk = false;
         }
     }
@@ -873,8 +894,8 @@ static int s_mapping_build(vs_apply_t *self, const vs_table_t *table, s_mapping_
         for (size_t slave = 0; slave < column_count; slave++) {
             if (s_name_equal(table->columns[master], columns[slave].name)) {
                 if (columns[slave].master_column >= 0) {
-                    code = s_fail(self, VS_ESCHEMA, "table '%s': column '%s' appears twice",
-                                  shown, columns[slave].name);
+                    code = s_fail(self, VS_ESCHEMA, "table '%s': column '%s' appears twice", shown,
+                                  columns[slave].name);
                     goto cleanup;
                 }
                 columns[slave].master_column = (int) master;
@@ -927,8 +948,8 @@ static int s_mapping_build(vs_apply_t *self, const vs_table_t *table, s_mapping_
         code = s_fail(self, VS_ENOMEM, "out of memory");
         goto cleanup;
     }
-    int rc = sqlite3_prepare_v3(self->db, sql.data, -1, SQLITE_PREPARE_PERSISTENT,
-                                &mapping->upsert, NULL);
+    int rc = sqlite3_prepare_v3(self->db, sql.data, -1, SQLITE_PREPARE_PERSISTENT, &mapping->upsert,
+                                NULL);
     if (rc != SQLITE_OK) {
         code = s_fail(self, VS_ESCHEMA, "table '%s': cannot prepare the upsert: %s", shown,
                       sqlite3_errmsg(self->db));
@@ -1009,10 +1030,8 @@ static int s_mapping_get(vs_apply_t *self, const vs_changeset_t *set, uint32_t t
 static int s_bind(sqlite3_stmt *stmt, int parameter, const vs_value_t *value)
 {
     switch (value->type) {
-    case VS_INTEGER:
-        return sqlite3_bind_int64(stmt, parameter, value->as.integer);
-    case VS_REAL:
-        return sqlite3_bind_double(stmt, parameter, value->as.real);
+    case VS_INTEGER: return sqlite3_bind_int64(stmt, parameter, value->as.integer);
+    case VS_REAL: return sqlite3_bind_double(stmt, parameter, value->as.real);
     case VS_TEXT:
         /*  The buffer outlives the step; "" keeps an empty text a text, not a NULL.          */
         return sqlite3_bind_text64(stmt, parameter,
@@ -1024,10 +1043,8 @@ static int s_bind(sqlite3_stmt *stmt, int parameter, const vs_value_t *value)
         }
         return sqlite3_bind_blob64(stmt, parameter, value->as.bytes.data, value->as.bytes.size,
                                    SQLITE_STATIC);
-    case VS_NULL:
-        return sqlite3_bind_null(stmt, parameter);
-    default:
-        return SQLITE_MISMATCH;
+    case VS_NULL: return sqlite3_bind_null(stmt, parameter);
+    default: return SQLITE_MISMATCH;
     }
 }
 
@@ -1036,6 +1053,19 @@ static int s_apply_change(vs_apply_t *self, const vs_changeset_t *set, const vs_
     if (change->table >= set->table_count) {
         return s_fail(self, VS_EPROTO, "change names table %u of %u", change->table,
                       set->table_count);
+    }
+    const vs_table_t *table = &set->tables[change->table];
+    if (change->value_count !=
+        (change->op == VS_OP_UPSERT ? table->column_count : table->pk_count)) {
+        return s_fail(self, VS_EPROTO, "change of op %d with %u values", (int) change->op,
+                      change->value_count);
+    }
+    if (!self->db) {
+        if (self->set_wanted[change->table]) {
+            self->batch_rows++;
+            *(change->op == VS_OP_UPSERT ? &self->batch_upserts : &self->batch_deletes) += 1;
+        }
+        return VS_OK;
     }
     s_mapping_t *mapping = NULL;
     int code = s_mapping_get(self, set, change->table, &mapping);
@@ -1070,10 +1100,10 @@ static int s_apply_change(vs_apply_t *self, const vs_changeset_t *set, const vs_
         const vs_bytes_t *name = &set->tables[change->table].name;
         return s_fail(self, VS_ESTORE, "table '%s': %s failed: %s",
                       s_sample(name->data, name->size, sample, sizeof sample),
-                      change->op == VS_OP_UPSERT ? "upsert" : "delete",
-                      sqlite3_errmsg(self->db));
+                      change->op == VS_OP_UPSERT ? "upsert" : "delete", sqlite3_errmsg(self->db));
     }
     self->batch_rows++;
+    *(change->op == VS_OP_UPSERT ? &self->batch_upserts : &self->batch_deletes) += 1;
     return VS_OK;
 }
 
@@ -1116,7 +1146,7 @@ int vs_apply_set(vs_apply_t *self, const char *stream_name, uint64_t seq,
         return s_abort(self, code);
     }
     if (!self->in_batch) {
-        if (s_step_once(self->begin) != SQLITE_OK) {
+        if (self->db && s_step_once(self->begin) != SQLITE_OK) {
             vs_changeset_close(&set);
             return s_fail(self, VS_ESTORE, "cannot begin a transaction: %s",
                           sqlite3_errmsg(self->db));
@@ -1137,6 +1167,24 @@ int vs_apply_set(vs_apply_t *self, const char *stream_name, uint64_t seq,
     }
     if (set.table_count > 0) {
         memset(self->set_mappings, 0, set.table_count * sizeof *self->set_mappings);
+    }
+    if (!self->db && set.table_count > self->set_wanted_capacity) {
+        bool *grown = realloc(self->set_wanted, set.table_count * sizeof *grown);
+        if (!grown) {
+            vs_changeset_close(&set);
+            s_fail(self, VS_ENOMEM, "out of memory");
+            return s_abort(self, VS_ENOMEM);
+        }
+        self->set_wanted = grown;
+        self->set_wanted_capacity = set.table_count;
+    }
+    for (size_t index = 0; !self->db && index < set.table_count; index++) {
+        char name[VS_MAX_NAME + 1];
+        const vs_bytes_t *bytes = &set.tables[index].name;
+        size_t length = bytes->size < VS_MAX_NAME ? bytes->size : VS_MAX_NAME;
+        memcpy(name, bytes->data, length);
+        name[length] = 0;
+        self->set_wanted[index] = s_table_wanted(self, name);
     }
     vs_change_t change;
     while (code == VS_OK && vs_changeset_next(&set, &change)) {

@@ -20,7 +20,10 @@ typedef struct vs_apply vs_apply_t;
 
 /*  Opens (creating if missing) the slave database at path: WAL, synchronous=NORMAL,
     busy_timeout 5000, and the _versync_state table. tables (table_count names, borrowed only
-    during the call; 0 means all) filters which tables are applied. On success hands the store
+    during the call; 0 means all) filters which tables are applied. With path NULL the store
+    is verify-only: no database; positions live in memory from 0, every set is still checked
+    (sequence, chain hash, encoding, value counts) and its changes of wanted tables counted
+    (vs_apply_counts), but nothing is written. On success hands the store
     through *self_p; on failure returns VS_ESTORE, VS_EINVAL or VS_ENOMEM and writes a reason
     into why (why_size bytes, may be 0).                                                       */
 int vs_apply_open(vs_apply_t **self_p, const char *path, const char *const *tables,
@@ -52,6 +55,10 @@ int vs_apply_committed_position(vs_apply_t *self, const char *stream, uint64_t *
 int vs_apply_set(vs_apply_t *self, const char *stream, uint64_t seq,
                  const uint8_t hash[VS_HASH_SIZE], const void *changeset, size_t size,
                  bool *applied);
+
+/*  Changes of wanted tables in committed batches since the store was opened: UPSERTs and
+    DELETEs, applied (or, verify-only, checked).                                               */
+void vs_apply_counts(const vs_apply_t *self, uint64_t *upserts, uint64_t *deletes);
 
 /*  True while a batch is open.                                                                */
 bool vs_apply_in_batch(const vs_apply_t *self);

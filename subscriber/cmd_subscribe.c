@@ -39,8 +39,8 @@ int vs_cmd_subscribe(int argc, char **argv)
         vs_cli_error("subscribe", "at least one --stream is required (see --help)");
         goto cleanup;
     }
-    if (!options.live
-        && !(live_default = vs_cli_default_live_endpoint("subscribe", options.broker))) {
+    if (!options.live &&
+        !(live_default = vs_cli_default_live_endpoint("subscribe", options.broker))) {
         goto cleanup;
     }
     exit_code = VS_CLI_EXIT_RUNTIME;

@@ -16,15 +16,15 @@
 
 #include "apply.h"
 
-#define S_TICK_MS 100                 /* poll timeout while nothing is to be committed        */
-#define S_FETCH_TIMEOUT_MS 3000       /* resend a FETCH left without an answer this long      */
-#define S_RETRY_MS 1000               /* after an ERROR or an odd CHUNK, ask again after this */
+#define S_TICK_MS              100    /* poll timeout while nothing is to be committed        */
+#define S_FETCH_TIMEOUT_MS     3000   /* resend a FETCH left without an answer this long      */
+#define S_RETRY_MS             1000   /* after an ERROR or an odd CHUNK, ask again after this */
 #define S_UNREACHABLE_RETRY_MS 100    /* no connection to the request endpoint yet: retry     */
-#define S_BATCH_ROWS 100000           /* commit a batch past this many rows ...               */
-#define S_BATCH_MS 50                 /* ... or past this age, when consistent                */
-#define S_BUFFER_BYTES (64u << 20)    /* live bytes buffered per stream while catching up     */
-#define S_WARNING_INTERVAL_MS 10000   /* at most one warning per kind this often              */
-#define S_LIVE_HWM 100000             /* live messages queued by ZeroMQ before it drops      */
+#define S_BATCH_ROWS           100000 /* commit a batch past this many rows ...               */
+#define S_BATCH_MS             50     /* ... or past this age, when consistent                */
+#define S_BUFFER_BYTES         (64u << 20) /* live bytes buffered per stream while catching up     */
+#define S_WARNING_INTERVAL_MS  10000  /* at most one warning per kind this often              */
+#define S_LIVE_HWM             100000 /* live messages queued by ZeroMQ before it drops      */
 
 typedef enum {
     S_CATCHING_UP,
@@ -35,7 +35,7 @@ typedef enum {
 typedef struct {
     uint64_t seq;
     uint8_t hash[VS_HASH_SIZE];
-    zframe_t *body;        /* owns the bytes that changeset points into */
+    zframe_t *body; /* owns the bytes that changeset points into */
     const void *changeset;
     size_t size;
 } s_buffered_t;
@@ -45,10 +45,10 @@ typedef struct {
     char topic[VS_MAX_STREAM_NAME + 2];
     size_t topic_size;
     s_phase_t phase;
-    uint64_t request_id;   /* the FETCH waiting for its CHUNK; 0 when none            */
-    int64_t request_sent;  /* when it was sent (zclock_mono)                          */
-    int64_t retry_at;      /* when no FETCH waits: when to send the next one          */
-    s_buffered_t *buffer;  /* live sets received while catching up, in arrival order  */
+    uint64_t request_id;  /* the FETCH waiting for its CHUNK; 0 when none            */
+    int64_t request_sent; /* when it was sent (zclock_mono)                          */
+    int64_t retry_at;     /* when no FETCH waits: when to send the next one          */
+    s_buffered_t *buffer; /* live sets received while catching up, in arrival order  */
     size_t buffer_count;
     size_t buffer_capacity;
     size_t buffer_bytes;
@@ -66,8 +66,8 @@ typedef struct {
     uint64_t next_request_id;
     int64_t batch_started;
     bool terminated;
-    bool failed;            /* FATAL sent: only $TERM is served now */
-    size_t dropped;         /* malformed messages since the last warning */
+    bool failed;    /* FATAL sent: only $TERM is served now */
+    size_t dropped; /* malformed messages since the last warning */
     int64_t last_drop_warning;
     int64_t last_send_warning;
 } s_subscriber_t;
@@ -127,8 +127,8 @@ static void s_drop(s_subscriber_t *self, const char *what, const char *why)
     self->dropped++;
     int64_t now = zclock_mono();
     if (self->last_drop_warning == 0 || now - self->last_drop_warning >= S_WARNING_INTERVAL_MS) {
-        vs_log(&self->logger, VS_LOG_WARNING, "dropped a malformed %s: %s (%zu dropped)", what,
-               why, self->dropped);
+        vs_log(&self->logger, VS_LOG_WARNING, "dropped a malformed %s: %s (%zu dropped)", what, why,
+               self->dropped);
         self->last_drop_warning = now;
         self->dropped = 0;
     }
@@ -179,8 +179,8 @@ static void s_commit_if_due(s_subscriber_t *self, bool idle)
     if (self->failed || !vs_apply_in_batch(self->store) || !vs_apply_consistent(self->store)) {
         return;
     }
-    if (!idle && vs_apply_batch_rows(self->store) < S_BATCH_ROWS
-        && zclock_mono() - self->batch_started < S_BATCH_MS) {
+    if (!idle && vs_apply_batch_rows(self->store) < S_BATCH_ROWS &&
+        zclock_mono() - self->batch_started < S_BATCH_MS) {
         return;
     }
     if (vs_apply_commit(self->store) != VS_OK) {
@@ -352,7 +352,8 @@ static void s_on_chunk(s_subscriber_t *self, s_stream_t *stream, const vs_msg_t 
     if (position > msg->head) {
         char reason[256];
         snprintf(reason, sizeof reason,
-                 "slave is at seq %" PRIu64 " of stream %s but the broker's history ends at %" PRIu64,
+                 "slave is at seq %" PRIu64
+                 " of stream %s but the broker's history ends at %" PRIu64,
                  position, stream->name, msg->head);
         s_fatal(self, reason);
         return;
@@ -393,8 +394,8 @@ static void s_on_error(s_subscriber_t *self, s_stream_t *stream, const vs_msg_t 
                  s_position(self, stream, NULL), stream->name, reason);
         s_fatal(self, text);
     } else if (msg->code == VS_EAUTH || msg->code == VS_EVERSION) {
-        snprintf(text, sizeof text, "the broker refused FETCH of stream %s: %s (%s)",
-                 stream->name, vs_strerror((int) msg->code), reason);
+        snprintf(text, sizeof text, "the broker refused FETCH of stream %s: %s (%s)", stream->name,
+                 vs_strerror((int) msg->code), reason);
         s_fatal(self, text);
     } else {
         vs_log(&self->logger, VS_LOG_WARNING,
@@ -458,13 +459,11 @@ static void s_on_live(s_subscriber_t *self, s_stream_t *stream, const vs_msg_t *
         return;
     }
     switch (stream->phase) {
-    case S_CATCHING_UP:
-        s_buffer_add(self, stream, msg->seq, msg, body_p);
-        break;
+    case S_CATCHING_UP: s_buffer_add(self, stream, msg->seq, msg, body_p); break;
     case S_LIVE:
         if (msg->seq == position + 1) {
-            s_apply(self, stream, msg->seq, (const uint8_t *) msg->hash.data,
-                    msg->changeset.data, msg->changeset.size);
+            s_apply(self, stream, msg->seq, (const uint8_t *) msg->hash.data, msg->changeset.data,
+                    msg->changeset.size);
         } else {
             vs_log(&self->logger, VS_LOG_NOTICE,
                    "stream %s: gap, live seq %" PRIu64 " at position %" PRIu64 "; catching up",
@@ -473,9 +472,7 @@ static void s_on_live(s_subscriber_t *self, s_stream_t *stream, const vs_msg_t *
             s_catch_up(self, stream);
         }
         break;
-    default:
-        s_drop(self, "live message", "stream in an unknown state");
-        break;
+    default: s_drop(self, "live message", "stream in an unknown state"); break;
     }
 }
 
@@ -537,8 +534,8 @@ static void s_handle_live(s_subscriber_t *self)
     }
     char topic[VS_MAX_STREAM_NAME + 2];
     size_t topic_size = vs_live_topic(msg.stream.data, msg.stream.size, topic, sizeof topic);
-    if (topic_size == 0 || topic_size != zframe_size(frames[0])
-        || memcmp(topic, zframe_data(frames[0]), topic_size) != 0) {
+    if (topic_size == 0 || topic_size != zframe_size(frames[0]) ||
+        memcmp(topic, zframe_data(frames[0]), topic_size) != 0) {
         s_drop(self, "live message", "topic and stream disagree");
         goto cleanup;
     }
@@ -621,14 +618,24 @@ static bool s_handle_pipe(s_subscriber_t *self)
         uint64_t committed = 0;
         char applied_text[24] = "";
         char committed_text[24] = "";
-        if (stream && vs_apply_position(self->store, stream, &applied, NULL) == VS_OK
-            && vs_apply_committed_position(self->store, stream, &committed, NULL) == VS_OK) {
+        if (stream && vs_apply_position(self->store, stream, &applied, NULL) == VS_OK &&
+            vs_apply_committed_position(self->store, stream, &committed, NULL) == VS_OK) {
             snprintf(applied_text, sizeof applied_text, "%" PRIu64, applied);
             snprintf(committed_text, sizeof committed_text, "%" PRIu64, committed);
         }
         zstr_sendx(self->pipe, "POSITION", stream ? stream : "", applied_text, committed_text,
                    NULL);
         zstr_free(&stream);
+    } else if (command && streq(command, "COUNT")) {
+        /*  COUNT -> COUNT upserts deletes: changes of committed batches.                    */
+        uint64_t upserts = 0;
+        uint64_t deletes = 0;
+        vs_apply_counts(self->store, &upserts, &deletes);
+        char upserts_text[24];
+        char deletes_text[24];
+        snprintf(upserts_text, sizeof upserts_text, "%" PRIu64, upserts);
+        snprintf(deletes_text, sizeof deletes_text, "%" PRIu64, deletes);
+        zstr_sendx(self->pipe, "COUNT", upserts_text, deletes_text, NULL);
     } else if (!terminate) {
         vs_log(&self->logger, VS_LOG_WARNING, "subscriber: unknown pipe command '%s'",
                command ? command : "");
@@ -664,9 +671,9 @@ static zsock_t *s_client_socket(int type, const vs_subscriber_config_t *config, 
 static int s_start(s_subscriber_t *self, const vs_subscriber_config_t *config, char *why,
                    size_t why_size)
 {
-    if (!config || !config->db_path || !config->broker_endpoint || !config->live_endpoint
-        || !config->broker_public_key || !config->cert || !config->streams
-        || config->stream_count == 0 || (config->table_count > 0 && !config->tables)) {
+    if (!config || (!config->db_path && !config->verify_only) || !config->broker_endpoint ||
+        !config->live_endpoint || !config->broker_public_key || !config->cert || !config->streams ||
+        config->stream_count == 0 || (config->table_count > 0 && !config->tables)) {
         snprintf(why, why_size, "incomplete configuration");
         return VS_EINVAL;
     }
@@ -706,8 +713,8 @@ static int s_start(s_subscriber_t *self, const vs_subscriber_config_t *config, c
         stream->topic_size = vs_live_topic(name, strlen(name), stream->topic, sizeof stream->topic);
         stream->phase = S_CATCHING_UP;
     }
-    int code = vs_apply_open(&self->store, config->db_path, config->tables, config->table_count,
-                             why, why_size);
+    int code = vs_apply_open(&self->store, config->verify_only ? NULL : config->db_path,
+                             config->tables, config->table_count, why, why_size);
     if (code != VS_OK) {
         return code;
     }
@@ -771,7 +778,8 @@ void vs_subscriber_actor(zsock_t *pipe, void *args)
     }
     /*  config is the caller's only until "OK": nothing reads it after.                      */
     vs_log(&self->logger, VS_LOG_INFO, "subscriber started: database %s, broker %s, %zu streams",
-           config->db_path, config->broker_endpoint, self->stream_count);
+           config->verify_only ? "(none: verify only)" : config->db_path, config->broker_endpoint,
+           self->stream_count);
     config = NULL;
     zstr_send(pipe, "OK");
     for (size_t index = 0; index < self->stream_count; index++) {
@@ -782,20 +790,21 @@ void vs_subscriber_actor(zsock_t *pipe, void *args)
     }
 
     while (!self->terminated) {
-        bool committable = !self->failed && vs_apply_in_batch(self->store)
-                           && vs_apply_consistent(self->store);
+        bool committable =
+            !self->failed && vs_apply_in_batch(self->store) && vs_apply_consistent(self->store);
         int timeout = self->failed ? -1 : committable ? 0 : S_TICK_MS;
         void *which = zpoller_wait(self->poller, timeout);
         if (which == self->pipe) {
             self->terminated = s_handle_pipe(self);
-            continue;
         }
-        if (!which && zpoller_terminated(self->poller)) {
+        if (self->terminated || (!which && zpoller_terminated(self->poller))) {
             break;
         }
         if (self->failed) {
             continue;
         }
+        /*  After a pipe command too: questions asked often (POSITION, COUNT) must not hold back
+            the FETCH retries and the commit.                                                   */
         if (which == self->dealer) {
             s_handle_reply(self);
         } else if (which == self->sub) {
@@ -809,8 +818,7 @@ void vs_subscriber_actor(zsock_t *pipe, void *args)
     if (!self->failed && vs_apply_in_batch(self->store)) {
         if (vs_apply_consistent(self->store)) {
             if (vs_apply_commit(self->store) != VS_OK) {
-                vs_log(&self->logger, VS_LOG_ERROR, "subscriber: %s",
-                       vs_apply_error(self->store));
+                vs_log(&self->logger, VS_LOG_ERROR, "subscriber: %s", vs_apply_error(self->store));
             }
         } else {
             vs_apply_rollback(self->store);

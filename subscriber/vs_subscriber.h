@@ -23,6 +23,14 @@
       - "POSITION" + stream answers four frames: "POSITION", the stream, the last seq applied
         (the open batch included) and the last seq committed, both in decimal; the two numbers
         are empty strings for an invalid stream name.
+      - "COUNT" answers three frames: "COUNT", then the UPSERTs and the DELETEs of the wanted
+        tables in committed batches since the start, in decimal.
+
+    Verify-only (config.verify_only): no database at all. Positions start at 0 and live in
+    memory, so every start replays the whole history; every set is still checked exactly as
+    for a slave (sequence, chain hash, encoding, value counts, CONSISTENT points) and its
+    changes counted (COUNT), but nothing is written. For watching a stream's integrity, and
+    for the fan-out benchmark's many light subscribers.
 
     FATAL reasons: a chain mismatch ("chain mismatch on stream S at seq N: fork or corrupted
     history"), a history that ends before the slave's position ("slave is at seq N of stream S
@@ -45,13 +53,14 @@ extern "C" {
 
 typedef struct {
     const char *db_path;           /* slave database, created if missing                     */
+    bool verify_only;              /* no database (db_path unused): check and count only      */
     const char *broker_endpoint;   /* request endpoint, e.g. tcp://127.0.0.1:5570            */
     const char *live_endpoint;     /* live endpoint, e.g. tcp://127.0.0.1:5571               */
     const char *broker_public_key; /* broker's public key, Z85 (40 characters)               */
     zcert_t *cert;                 /* our key pair; borrowed until "OK"                      */
     const char *const *streams;    /* streams to follow, at least one                        */
     size_t stream_count;
-    const char *const *tables;     /* only these tables; table_count 0 means all             */
+    const char *const *tables; /* only these tables; table_count 0 means all             */
     size_t table_count;
     vs_logger_t logger;
 } vs_subscriber_config_t;

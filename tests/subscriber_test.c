@@ -127,8 +127,8 @@ static int64_t s_query_int(const char *path, const char *sql)
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
         sqlite3_busy_timeout(db, 5000);
         sqlite3_stmt *stmt = NULL;
-        if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK
-            && sqlite3_step(stmt) == SQLITE_ROW) {
+        if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK &&
+            sqlite3_step(stmt) == SQLITE_ROW) {
             result = sqlite3_column_int64(stmt, 0);
         }
         sqlite3_finalize(stmt);
@@ -145,8 +145,8 @@ static void s_query_text(const char *path, const char *sql, char *out, size_t ou
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
         sqlite3_busy_timeout(db, 5000);
         sqlite3_stmt *stmt = NULL;
-        if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK
-            && sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_text(stmt, 0)) {
+        if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK &&
+            sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_text(stmt, 0)) {
             snprintf(out, out_size, "%s", (const char *) sqlite3_column_text(stmt, 0));
         }
         sqlite3_finalize(stmt);
@@ -192,13 +192,12 @@ static vs_apply_t *s_open(const char *path)
 }
 
 /*  Applies a whole history of one stream, committing at the end.                              */
-static int s_apply_history(vs_apply_t *store, const s_history_t *history, size_t from,
-                           size_t to)
+static int s_apply_history(vs_apply_t *store, const s_history_t *history, size_t from, size_t to)
 {
     for (size_t index = from; index < to; index++) {
         const s_set_t *set = &history->sets[index];
-        int rc = vs_apply_set(store, history->stream, set->seq, set->hash, set->data, set->size,
-                              NULL);
+        int rc =
+            vs_apply_set(store, history->stream, set->seq, set->hash, set->data, set->size, NULL);
         if (rc != VS_OK) {
             return rc;
         }
@@ -241,11 +240,9 @@ static void test_apply_commit(void)
     VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") == 10);
     VS_CHECK(s_query_int(path, "SELECT typeof(id) = 'integer' AND typeof(name) = 'text'"
                                " AND typeof(score) = 'real' AND typeof(data) = 'blob'"
-                               " FROM items WHERE id = 7")
-             == 1);
+                               " FROM items WHERE id = 7") == 1);
     VS_CHECK(s_query_int(path, "SELECT score = 3.5 AND data = x'0700' AND name = 'n7-a'"
-                               " FROM items WHERE id = 7")
-             == 1);
+                               " FROM items WHERE id = 7") == 1);
     VS_CHECK(s_stored_seq(path, "orders") == 1);
     VS_CHECK(s_query_int(path, "SELECT length(hash) FROM _versync_state") == VS_HASH_SIZE);
     char hex[2 * VS_HASH_SIZE + 1];
@@ -270,24 +267,22 @@ static void test_apply_commit(void)
     vs_changeset_writer_t *writer = vs_changeset_writer_new();
     uint32_t table = 0;
     VS_CHECK(vs_changeset_writer_add_table(writer, "items", s_items_sql, 4, s_items_columns, 1,
-                                           s_items_pk, &table)
-             == VS_OK);
+                                           s_items_pk, &table) == VS_OK);
     vs_value_t values[4] = {s_integer(-5), s_text(""), s_null(), s_blob(NULL, 0)};
     VS_CHECK(vs_changeset_writer_upsert(writer, table, 4, values) == VS_OK);
     vs_value_t big[4] = {s_integer(INT64_MAX), s_null(), s_real(-0.125), s_null()};
     VS_CHECK(vs_changeset_writer_upsert(writer, table, 4, big) == VS_OK);
-    VS_CHECK(vs_changeset_writer_finish(writer, 2, 2, VS_CHANGESET_CONSISTENT, &data, &size)
-             == VS_OK);
+    VS_CHECK(vs_changeset_writer_finish(writer, 2, 2, VS_CHANGESET_CONSISTENT, &data, &size) ==
+             VS_OK);
     vs_changeset_writer_destroy(&writer);
     s_history_add(&history, data, size);
     VS_CHECK(s_apply_history(store, &history, 1, 2) == VS_OK);
     vs_apply_close(&store);
     VS_CHECK(s_query_int(path, "SELECT typeof(name) = 'text' AND name = '' AND typeof(score) ="
                                " 'null' AND typeof(data) = 'blob' AND length(data) = 0"
-                               " FROM items WHERE id = -5")
-             == 1);
-    VS_CHECK(s_query_int(path, "SELECT score = -0.125 FROM items WHERE id = 9223372036854775807")
-             == 1);
+                               " FROM items WHERE id = -5") == 1);
+    VS_CHECK(s_query_int(path, "SELECT score = -0.125 FROM items WHERE id = 9223372036854775807") ==
+             1);
     VS_CHECK(s_stored_seq(path, "orders") == 2);
     s_history_free(&history);
 }
@@ -302,9 +297,8 @@ static void test_apply_kill_mid_batch(void)
         uint8_t *data;
         size_t size;
         int deletes[1] = {(index - 1) * 10 + 1};
-        s_items_set((uint64_t) index + 1, VS_CHANGESET_CONSISTENT, index * 10 + 1,
-                    index * 10 + 10, "k", index > 0 ? deletes : NULL, index > 0 ? 1 : 0, &data,
-                    &size);
+        s_items_set((uint64_t) index + 1, VS_CHANGESET_CONSISTENT, index * 10 + 1, index * 10 + 10,
+                    "k", index > 0 ? deletes : NULL, index > 0 ? 1 : 0, &data, &size);
         s_history_add(&history, data, size);
     }
     vs_apply_t *store = s_open(path);
@@ -312,8 +306,8 @@ static void test_apply_kill_mid_batch(void)
     VS_CHECK(s_apply_history(store, &history, 0, 2) == VS_OK);
     for (size_t index = 2; index < 5; index++) {
         const s_set_t *set = &history.sets[index];
-        VS_CHECK(vs_apply_set(store, "s", set->seq, set->hash, set->data, set->size, NULL)
-                 == VS_OK);
+        VS_CHECK(vs_apply_set(store, "s", set->seq, set->hash, set->data, set->size, NULL) ==
+                 VS_OK);
     }
     uint64_t seq = 0;
     VS_CHECK(vs_apply_position(store, "s", &seq, NULL) == VS_OK && seq == 5);
@@ -328,8 +322,7 @@ static void test_apply_kill_mid_batch(void)
     VS_CHECK(s_apply_history(store, &history, 0, 6) == VS_OK);
     vs_apply_close(&store);
     VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") == 60 - 5);
-    VS_CHECK(s_query_int(path, "SELECT count(*) FROM items WHERE id IN (1, 11, 21, 31, 41)")
-             == 0);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM items WHERE id IN (1, 11, 21, 31, 41)") == 0);
     VS_CHECK(s_stored_seq(path, "s") == 6);
     s_history_free(&history);
 }
@@ -361,8 +354,8 @@ static void test_apply_gap_and_chain(void)
     VS_CHECK(strstr(vs_apply_error(store), "chain mismatch on stream s at seq 2") != NULL);
     VS_CHECK(!vs_apply_in_batch(store));
     /*  The right hash with other bytes (a fork) is refused too.                                */
-    VS_CHECK(vs_apply_set(store, "s", 2, second->hash, third->data, third->size, NULL)
-             == VS_ECHAIN);
+    VS_CHECK(vs_apply_set(store, "s", 2, second->hash, third->data, third->size, NULL) ==
+             VS_ECHAIN);
     uint64_t seq = 0;
     VS_CHECK(vs_apply_position(store, "s", &seq, NULL) == VS_OK && seq == 1);
     VS_CHECK(vs_apply_commit(store) == VS_OK);
@@ -431,15 +424,13 @@ static void test_apply_create_table(void)
     VS_CHECK(s_apply_table_set(store, "s", ++seq, hash, "pairs",
                                "CREATE TABLE pairs(a INTEGER, b TEXT, c, PRIMARY KEY(a, b))"
                                " WITHOUT ROWID",
-                               3, columns, 2, pk_ab, values)
-             == VS_OK);
+                               3, columns, 2, pk_ab, values) == VS_OK);
     VS_CHECK(s_apply_table_set(store, "s", ++seq, hash, "we\"ird",
                                "CREATE TABLE \"we\"\"ird\"(a INTEGER PRIMARY KEY AUTOINCREMENT,"
                                " b UNIQUE, c CHECK (length(c) > 0));",
-                               3, columns, 1, pk_a, values)
-             == VS_OK);
-    VS_CHECK(s_query_int(path, "SELECT count(*) FROM pairs WHERE a = 1 AND b = 'two' AND c = 3")
-             == 1);
+                               3, columns, 1, pk_a, values) == VS_OK);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM pairs WHERE a = 1 AND b = 'two' AND c = 3") ==
+             1);
     VS_CHECK(s_query_int(path, "SELECT count(*) FROM \"we\"\"ird\" WHERE b = 'two'") == 1);
     char sql[256];
     s_query_text(path, "SELECT sql FROM sqlite_schema WHERE name = 'pairs'", sql, sizeof sql);
@@ -471,15 +462,13 @@ static void test_apply_create_table(void)
     /*  Reserved names are refused even when their create_sql is sound.                        */
     VS_CHECK(s_apply_table_set(store, "s", seq + 1, hash, "sqlite_stat9",
                                "CREATE TABLE sqlite_stat9(a PRIMARY KEY, b, c)", 3, columns, 1,
-                               pk_a, values)
-             == VS_ESCHEMA);
+                               pk_a, values) == VS_ESCHEMA);
     VS_CHECK(s_apply_table_set(store, "s", seq + 1, hash, "_versync_state",
                                "CREATE TABLE _versync_state(a PRIMARY KEY, b, c)", 3, columns, 1,
-                               pk_a, values)
-             == VS_ESCHEMA);
+                               pk_a, values) == VS_ESCHEMA);
     vs_apply_close(&store);
-    VS_CHECK(s_query_int(path, "SELECT count(*) FROM sqlite_schema WHERE name IN ('t', 'other')")
-             == 0);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM sqlite_schema WHERE name IN ('t', 'other')") ==
+             0);
     VS_CHECK(s_query_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger'") == 0);
     VS_CHECK(s_query_int(path, "SELECT count(*) FROM pairs") == 1);
     VS_CHECK(s_stored_seq(path, "s") == 2);
@@ -490,11 +479,9 @@ static void test_apply_common_columns(void)
 {
     const char *path = s_db_path("apply_columns");
     VS_CHECK(s_exec(path, "CREATE TABLE items(ID INTEGER PRIMARY KEY, Name TEXT,"
-                          " local TEXT DEFAULT 'keep', data BLOB)")
-             == SQLITE_OK);
+                          " local TEXT DEFAULT 'keep', data BLOB)") == SQLITE_OK);
     VS_CHECK(s_exec(path, "INSERT INTO items VALUES (2, 'old', 'mine', x'ff'),"
-                          " (7, 'gone', 'mine', x'00')")
-             == SQLITE_OK);
+                          " (7, 'gone', 'mine', x'00')") == SQLITE_OK);
     s_history_t history = {.stream = "s"};
     uint8_t *data;
     size_t size;
@@ -508,8 +495,7 @@ static void test_apply_common_columns(void)
     VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") == 5);
     VS_CHECK(s_query_int(path, "SELECT count(*) FROM items WHERE local = 'keep'") == 4);
     VS_CHECK(s_query_int(path, "SELECT name = 'n2-x' AND local = 'mine' AND data = x'0200'"
-                               " FROM items WHERE id = 2")
-             == 1);
+                               " FROM items WHERE id = 2") == 1);
     s_history_free(&history);
 }
 
@@ -518,8 +504,7 @@ static void test_apply_primary_key_mismatch(void)
 {
     const char *path = s_db_path("apply_pk");
     VS_CHECK(s_exec(path, "CREATE TABLE items(id INTEGER, name TEXT, score REAL, data BLOB,"
-                          " PRIMARY KEY (name, id))")
-             == SQLITE_OK);
+                          " PRIMARY KEY (name, id))") == SQLITE_OK);
     VS_CHECK(s_exec(path, "CREATE TABLE other(k PRIMARY KEY, v)") == SQLITE_OK);
     vs_apply_t *store = s_open(path);
     VS_REQUIRE(store);
@@ -531,13 +516,12 @@ static void test_apply_primary_key_mismatch(void)
     vs_changeset_writer_t *writer = vs_changeset_writer_new();
     uint32_t table = 0;
     VS_CHECK(vs_changeset_writer_add_table(writer, "other", "CREATE TABLE other(k PRIMARY KEY, v)",
-                                           2, columns, 1, pk, &table)
-             == VS_OK);
+                                           2, columns, 1, pk, &table) == VS_OK);
     VS_CHECK(vs_changeset_writer_upsert(writer, table, 2, values) == VS_OK);
     uint8_t *data;
     size_t size;
-    VS_CHECK(vs_changeset_writer_finish(writer, 1, 1, VS_CHANGESET_CONSISTENT, &data, &size)
-             == VS_OK);
+    VS_CHECK(vs_changeset_writer_finish(writer, 1, 1, VS_CHANGESET_CONSISTENT, &data, &size) ==
+             VS_OK);
     vs_changeset_writer_destroy(&writer);
     uint8_t first_hash[VS_HASH_SIZE];
     vs_chain_next(hash, data, size, first_hash);
@@ -549,8 +533,8 @@ static void test_apply_primary_key_mismatch(void)
     vs_chain_next(first_hash, data, size, second_hash);
     VS_CHECK(vs_apply_set(store, "s", 2, second_hash, data, size, NULL) == VS_ESCHEMA);
     VS_CHECK(strstr(vs_apply_error(store),
-                    "table 'items': primary key (name, id) on the slave, (id) on the master")
-             != NULL);
+                    "table 'items': primary key (name, id) on the slave, (id) on the master") !=
+             NULL);
     free(data);
     VS_CHECK(!vs_apply_in_batch(store));
     uint64_t seq = 9;
@@ -584,8 +568,8 @@ static void test_apply_split_snapshot(void)
     VS_CHECK(s_apply_history(store, &history, 0, 1) == VS_OK);
     for (size_t index = 1; index < 3; index++) {
         const s_set_t *set = &history.sets[index];
-        VS_CHECK(vs_apply_set(store, "s", set->seq, set->hash, set->data, set->size, NULL)
-                 == VS_OK);
+        VS_CHECK(vs_apply_set(store, "s", set->seq, set->hash, set->data, set->size, NULL) ==
+                 VS_OK);
         VS_CHECK(!vs_apply_consistent(store));
         VS_CHECK(vs_apply_commit(store) == VS_EINVAL);
         VS_CHECK(vs_apply_in_batch(store));
@@ -599,8 +583,8 @@ static void test_apply_split_snapshot(void)
     VS_REQUIRE(store);
     for (size_t index = 1; index < 4; index++) {
         const s_set_t *set = &history.sets[index];
-        VS_CHECK(vs_apply_set(store, "s", set->seq, set->hash, set->data, set->size, NULL)
-                 == VS_OK);
+        VS_CHECK(vs_apply_set(store, "s", set->seq, set->hash, set->data, set->size, NULL) ==
+                 VS_OK);
     }
     VS_CHECK(vs_apply_consistent(store));
     VS_CHECK(vs_apply_batch_sets(store) == 3 && vs_apply_batch_rows(store) == 300);
@@ -669,8 +653,8 @@ static void test_apply_delete_and_filter(void)
     VS_CHECK(vs_changeset_writer_delete(writer, table, 2, absent) == VS_OK);
     uint8_t *data;
     size_t size;
-    VS_CHECK(vs_changeset_writer_finish(writer, 2, 2, VS_CHANGESET_CONSISTENT, &data, &size)
-             == VS_OK);
+    VS_CHECK(vs_changeset_writer_finish(writer, 2, 2, VS_CHANGESET_CONSISTENT, &data, &size) ==
+             VS_OK);
     vs_changeset_writer_destroy(&writer);
     uint8_t next[VS_HASH_SIZE];
     vs_chain_next(hash, data, size, next);
@@ -694,13 +678,75 @@ static void test_apply_delete_and_filter(void)
     VS_CHECK(s_stored_seq(path, "s") == 3);
 }
 
+static void s_orders_history(s_history_t *history, size_t count, const char *tag);
+
+/*  Verify-only (no database): the same checks, positions in memory, changes counted.        */
+static void test_apply_verify_only(void)
+{
+    s_history_t history = {.stream = "orders"};
+    s_orders_history(&history, 10, "v"); /* 3 upserts a set, a delete from set 3 on */
+    const char *const only[] = {"items"};
+    vs_apply_t *store = NULL;
+    char why[256] = "";
+    VS_CHECK(vs_apply_open(&store, NULL, only, 1, why, sizeof why) == VS_OK);
+    VS_REQUIRE(store);
+    uint64_t upserts = 1;
+    uint64_t deletes = 1;
+    vs_apply_counts(store, &upserts, &deletes);
+    VS_CHECK(upserts == 0 && deletes == 0);
+    VS_CHECK(s_apply_history(store, &history, 0, 5) == VS_OK);
+    vs_apply_counts(store, &upserts, &deletes);
+    VS_CHECK(upserts == 15 && deletes == 3);
+    /*  A gap, then a wrong hash after an applied set: refused, the batch rolled back, the
+        counts and the position where the last commit left them.                              */
+    const s_set_t *seventh = &history.sets[6];
+    VS_CHECK(vs_apply_set(store, "orders", 7, seventh->hash, seventh->data, seventh->size, NULL) ==
+             VS_EGAP);
+    const s_set_t *sixth = &history.sets[5];
+    VS_CHECK(vs_apply_set(store, "orders", 6, sixth->hash, sixth->data, sixth->size, NULL) ==
+             VS_OK);
+    VS_CHECK(vs_apply_set(store, "orders", 7, sixth->hash, seventh->data, seventh->size, NULL) ==
+             VS_ECHAIN);
+    VS_CHECK(!vs_apply_in_batch(store));
+    uint64_t seq = 0;
+    VS_CHECK(vs_apply_position(store, "orders", &seq, NULL) == VS_OK && seq == 5);
+    vs_apply_counts(store, &upserts, &deletes);
+    VS_CHECK(upserts == 15 && deletes == 3);
+    /*  A malformed set is refused as by a slave.                                              */
+    uint8_t garbage[8] = {0x95, 1, 2, 3, 4, 5, 6, 7};
+    uint8_t next[VS_HASH_SIZE];
+    vs_chain_next(history.sets[4].hash, garbage, sizeof garbage, next);
+    VS_CHECK(vs_apply_set(store, "orders", 6, next, garbage, sizeof garbage, NULL) == VS_EPROTO);
+    VS_CHECK(s_apply_history(store, &history, 5, 10) == VS_OK);
+    vs_apply_counts(store, &upserts, &deletes);
+    VS_CHECK(upserts == 30 && deletes == 8);
+    VS_CHECK(vs_apply_position(store, "orders", &seq, NULL) == VS_OK && seq == 10);
+    /*  Another table's changes are not counted (the filter), but the position moves.         */
+    uint8_t hash[VS_HASH_SIZE];
+    memcpy(hash, history.sets[9].hash, VS_HASH_SIZE);
+    const char *const columns[] = {"a", "b"};
+    const uint32_t pk[] = {0};
+    vs_value_t row[2] = {s_integer(1), s_text("x")};
+    VS_CHECK(s_apply_table_set(store, "orders", 11, hash, "kv", "CREATE TABLE kv(a, b)", 2, columns,
+                               1, pk, row) == VS_OK);
+    vs_apply_counts(store, &upserts, &deletes);
+    VS_CHECK(upserts == 30 && deletes == 8);
+    VS_CHECK(vs_apply_position(store, "orders", &seq, NULL) == VS_OK && seq == 11);
+    vs_apply_close(&store);
+    /*  Positions live in memory: a new store starts from 0.                                   */
+    VS_CHECK(vs_apply_open(&store, NULL, NULL, 0, why, sizeof why) == VS_OK);
+    VS_REQUIRE(store);
+    VS_CHECK(vs_apply_position(store, "orders", &seq, NULL) == VS_OK && seq == 0);
+    vs_apply_close(&store);
+    s_history_free(&history);
+}
+
 /*  A store failure (a NOT NULL column the master does not fill) rolls everything back.       */
 static void test_apply_store_error(void)
 {
     const char *path = s_db_path("apply_error");
     VS_CHECK(s_exec(path, "CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT,"
-                          " required TEXT NOT NULL)")
-             == SQLITE_OK);
+                          " required TEXT NOT NULL)") == SQLITE_OK);
     s_history_t history = {.stream = "s"};
     uint8_t *data;
     size_t size;
@@ -748,17 +794,21 @@ typedef struct {
     char request_endpoint[64];
     char live_endpoint[64];
     s_history_t *histories[2];
-    size_t visible[2];     /* the broker's head per history        */
+    size_t visible[2]; /* the broker's head per history        */
     size_t history_count;
-    size_t chunk_entries;  /* entries per CHUNK at most            */
-    int ignore_fetches;    /* FETCHes to leave unanswered          */
-    size_t fetches;        /* FETCHes received                     */
-    size_t subscriptions;  /* subscriptions seen on the XPUB       */
-    char fatal[512];       /* FATAL reason from the actor, if any  */
-    zactor_t *actor;       /* asked POSITION by s_position_is      */
+    size_t chunk_entries; /* entries per CHUNK at most            */
+    int ignore_fetches;   /* FETCHes to leave unanswered          */
+    size_t fetches;       /* FETCHes received                     */
+    size_t subscriptions; /* subscriptions seen on the XPUB       */
+    char fatal[512];      /* FATAL reason from the actor, if any  */
+    zactor_t *actor;      /* asked POSITION by s_position_is      */
     bool position_asked;
-    int64_t applied;       /* the last POSITION answer             */
+    int64_t applied; /* the last POSITION answer             */
     int64_t committed;
+    bool count_asked;
+    int64_t count_asked_at; /* zclock_mono of the last COUNT asked  */
+    int64_t upserts; /* the last COUNT answer                */
+    int64_t deletes;
 } s_fake_t;
 
 static bool s_fake_start(s_fake_t *fake, zcert_t *cert)
@@ -942,6 +992,10 @@ static bool s_pump_until(s_fake_t *fake, zactor_t *actor, const char *path, s_co
             zstr_recvx(actor, &command, &reason, &applied, &committed, NULL);
             if (command && streq(command, "FATAL")) {
                 snprintf(fake->fatal, sizeof fake->fatal, "%s", reason ? reason : "");
+            } else if (command && streq(command, "COUNT") && reason && applied) {
+                fake->upserts = atoll(reason);
+                fake->deletes = atoll(applied);
+                fake->count_asked = false;
             } else if (command && streq(command, "POSITION") && applied && committed) {
                 fake->applied = *applied ? atoll(applied) : -1;
                 fake->committed = *committed ? atoll(committed) : -1;
@@ -983,6 +1037,24 @@ static bool s_applied(s_fake_t *fake, const char *path)
     if (!fake->position_asked) {
         zstr_sendx(fake->actor, "POSITION", s_wanted_stream, NULL);
         fake->position_asked = true;
+    }
+    return false;
+}
+
+/*  Asks the actor for its counts; true once it has committed s_wanted_upserts UPSERTs.      */
+static int64_t s_wanted_upserts;
+
+static bool s_counted(s_fake_t *fake, const char *path)
+{
+    (void) path;
+    if (fake->upserts == s_wanted_upserts) {
+        return true;
+    }
+    /*  At most every 20 ms: a question always waiting on its pipe would starve the actor.     */
+    if (!fake->count_asked && zclock_mono() - fake->count_asked_at >= 20) {
+        zstr_send(fake->actor, "COUNT");
+        fake->count_asked = true;
+        fake->count_asked_at = zclock_mono();
     }
     return false;
 }
@@ -1037,8 +1109,7 @@ static void s_stock_history(s_history_t *history, size_t count)
         VS_CHECK(vs_changeset_writer_add_table(writer, "stock",
                                                "CREATE TABLE stock(id INTEGER PRIMARY KEY,"
                                                " name TEXT, score REAL, data BLOB)",
-                                               4, columns, 1, pk, &table)
-                 == VS_OK);
+                                               4, columns, 1, pk, &table) == VS_OK);
         for (int row = 0; row < 5; row++) {
             char name[32];
             snprintf(name, sizeof name, "stock-%zu", k);
@@ -1111,8 +1182,8 @@ static void test_actor_catch_up_and_live(void)
 
     const char *const streams[] = {"orders", "stock"};
     char reply[600];
-    zactor_t *actor = s_start_subscriber(&fake, server, client, path, streams, 2, reply,
-                                         sizeof reply);
+    zactor_t *actor =
+        s_start_subscriber(&fake, server, client, path, streams, 2, reply, sizeof reply);
     VS_REQUIRE(actor);
     VS_CHECK(streq(reply, "OK"));
 
@@ -1136,13 +1207,13 @@ static void test_actor_catch_up_and_live(void)
 
     /*  Malformed live traffic is dropped without harm.                                        */
     zsock_t *xpub = fake.xpub;
-    zstr_sendx(xpub, "orders", "x", "y", NULL);                   /* 3 frames, wrong topic */
-    zmq_send(zsock_resolve(xpub), "orders\0", 7, ZMQ_SNDMORE);   /* garbage body          */
+    zstr_sendx(xpub, "orders", "x", "y", NULL);                /* 3 frames, wrong topic */
+    zmq_send(zsock_resolve(xpub), "orders\0", 7, ZMQ_SNDMORE); /* garbage body          */
     zmq_send(zsock_resolve(xpub), "\x93\x01", 2, 0);
-    zmq_send(zsock_resolve(xpub), "orders\0", 7, ZMQ_SNDMORE);   /* three frames          */
+    zmq_send(zsock_resolve(xpub), "orders\0", 7, ZMQ_SNDMORE); /* three frames          */
     zmq_send(zsock_resolve(xpub), "a", 1, ZMQ_SNDMORE);
     zmq_send(zsock_resolve(xpub), "b", 1, 0);
-    zmq_send(zsock_resolve(xpub), "orders\0", 7, 0);              /* one frame             */
+    zmq_send(zsock_resolve(xpub), "orders\0", 7, 0); /* one frame             */
     {
         /*  A LIVE of stream "stock" under the topic of "orders".                              */
         const s_set_t *set = &stock.sets[0];
@@ -1228,6 +1299,72 @@ static void test_actor_catch_up_and_live(void)
     s_history_free(&stock);
 }
 
+/*  A verify-only subscriber: catch-up and live as a slave, counting instead of writing; a
+    fork is FATAL as for a slave.                                                              */
+static void test_actor_verify_only(void)
+{
+    static s_history_t orders = {.stream = "orders"};
+    static s_history_t theirs = {.stream = "orders"};
+    s_orders_history(&orders, 20, "o");
+    s_orders_history(&theirs, 20, "theirs");
+    zcert_t *server = zcert_new();
+    zcert_t *client = zcert_new();
+    s_fake_t fake;
+    memset(&fake, 0, sizeof fake);
+    fake.histories[0] = &orders;
+    fake.history_count = 1;
+    fake.visible[0] = 12;
+    fake.chunk_entries = 5;
+    VS_REQUIRE(s_fake_start(&fake, server));
+    vs_subscriber_config_t config;
+    memset(&config, 0, sizeof config);
+    config.verify_only = true;
+    config.broker_endpoint = fake.request_endpoint;
+    config.live_endpoint = fake.live_endpoint;
+    config.broker_public_key = zcert_public_txt(server);
+    config.cert = client;
+    const char *const streams[] = {"orders"};
+    config.streams = streams;
+    config.stream_count = 1;
+    config.logger.fn = s_test_log;
+    zactor_t *actor = zactor_new(vs_subscriber_actor, &config);
+    VS_REQUIRE(actor);
+    char *status = zstr_recv(actor);
+    VS_CHECK(status && streq(status, "OK"));
+    zstr_free(&status);
+    fake.actor = actor;
+    /*  Catch-up: 12 sets of 3 upserts, deletes from set 3 on.                                 */
+    s_wanted_upserts = 36;
+    VS_CHECK(s_pump_until(&fake, actor, NULL, s_counted, 20000));
+    VS_CHECK(fake.deletes == 10);
+    /*  Live, with a gap repaired by FETCH.                                                    */
+    fake.visible[0] = 15;
+    s_fake_live(&fake, &orders, 13);
+    s_fake_live(&fake, &orders, 15);
+    s_wanted_upserts = 45;
+    VS_CHECK(s_pump_until(&fake, actor, NULL, s_counted, 10000));
+    VS_CHECK(fake.deletes == 13);
+    s_wanted_stream = "orders";
+    s_wanted_seq = 15;
+    fake.applied = -1;
+    VS_CHECK(s_pump_until(&fake, actor, NULL, s_applied, 10000));
+    /*  Another history's set 16 does not extend the chain: FATAL, nothing more counted.       */
+    fake.histories[0] = &theirs;
+    fake.visible[0] = 16;
+    s_fake_live(&fake, &theirs, 16);
+    VS_CHECK(s_pump_until(&fake, actor, NULL, s_fatal_seen, 10000));
+    VS_CHECK(strstr(fake.fatal, "chain mismatch") != NULL);
+    fake.upserts = -1;
+    s_wanted_upserts = 45;
+    VS_CHECK(s_pump_until(&fake, actor, NULL, s_counted, 10000));
+    zactor_destroy(&actor);
+    s_fake_stop(&fake);
+    zcert_destroy(&server);
+    zcert_destroy(&client);
+    s_history_free(&orders);
+    s_history_free(&theirs);
+}
+
 /*  The slave is ahead of the broker's history (EBEHIND), or on another history (a fork):
     FATAL, and nothing more is written.                                                         */
 static void test_actor_behind_and_fork(void)
@@ -1255,8 +1392,8 @@ static void test_actor_behind_and_fork(void)
     VS_REQUIRE(s_fake_start(&fake, server));
     const char *const streams[] = {"orders"};
     char reply[600];
-    zactor_t *actor = s_start_subscriber(&fake, server, client, path, streams, 1, reply,
-                                         sizeof reply);
+    zactor_t *actor =
+        s_start_subscriber(&fake, server, client, path, streams, 1, reply, sizeof reply);
     VS_REQUIRE(actor);
     VS_CHECK(streq(reply, "OK"));
     VS_CHECK(s_pump_until(&fake, actor, path, s_fatal_seen, 10000));
@@ -1310,8 +1447,8 @@ static void test_actor_term_mid_snapshot(void)
     VS_REQUIRE(s_fake_start(&fake, server));
     const char *const streams[] = {"stock"};
     char reply[600];
-    zactor_t *actor = s_start_subscriber(&fake, server, client, path, streams, 1, reply,
-                                         sizeof reply);
+    zactor_t *actor =
+        s_start_subscriber(&fake, server, client, path, streams, 1, reply, sizeof reply);
     VS_REQUIRE(actor);
     VS_CHECK(streq(reply, "OK"));
     fake.actor = actor;
@@ -1373,8 +1510,10 @@ int main(void)
     vs_test_run("apply_two_streams", test_apply_two_streams);
     vs_test_run("apply_delete_and_filter", test_apply_delete_and_filter);
     vs_test_run("apply_store_error", test_apply_store_error);
+    vs_test_run("apply_verify_only", test_apply_verify_only);
     vs_test_run("actor_catch_up_and_live", test_actor_catch_up_and_live);
     vs_test_run("actor_behind_and_fork", test_actor_behind_and_fork);
     vs_test_run("actor_term_mid_snapshot", test_actor_term_mid_snapshot);
+    vs_test_run("actor_verify_only", test_actor_verify_only);
     return vs_test_summary();
 }
