@@ -4,7 +4,7 @@
     readable it drains up to S_BATCH_MESSAGES messages (or S_BATCH_BYTES) without blocking.
     Every PUBLISH of the drain is staged in one history transaction; its reply waits in the
     batch, in arrival order, together with the errors and duplicate ACKs of the same drain. The
-    batch is flushed (one commit, then every reply in order, then one LIVE per stored set) at
+    batch is flushed (one commit, then one LIVE per stored set, then every reply in order) at
     the end of the drain, and before a FETCH or STATUS is answered, so a client's replies keep
     the order of its requests and nothing is read, ACKed or published before it is durable.
 */
@@ -251,7 +251,9 @@ static void s_reply_release(s_reply_t *reply)
     zmq_msg_close(&reply->body);
 }
 
-/*  Commits the batch, sends its replies in order, then its live messages.                     */
+/*  Commits the batch, then sends one LIVE per stored set, then every reply in arrival order.
+    LIVE goes first because the slaves' latency is the one a user sees: the I/O thread sends
+    in the order it is handed messages. Neither leaves before the commit is durable.          */
 static void s_flush(s_broker_t *self)
 {
     bool stored = true;
@@ -265,6 +267,23 @@ static void s_flush(s_broker_t *self)
         } else {
             vs_log(&self->logger, VS_LOG_DEBUG, "broker: committed %zu change sets in %lld us",
                    self->staged_count, (long long) (zclock_usecs() - started));
+        }
+    }
+    for (size_t index = 0; stored && index < self->reply_count; index++) {
+        s_reply_t *reply = &self->replies[index];
+        if (reply->kind != S_REPLY_STORED) {
+            continue;
+        }
+        vs_msg_t live = {.command = VS_CMD_LIVE,
+                         .stream = reply->stream,
+                         .seq = reply->seq,
+                         .changeset = reply->changeset};
+        live.hash.data = (const char *) reply->hash;
+        live.hash.size = VS_HASH_SIZE;
+        s_send_live(self, reply->stream, &live);
+        if (reply->seq == 1) {
+            vs_log(&self->logger, VS_LOG_INFO, "broker: stream '%.*s' created",
+                   (int) reply->stream.size, reply->stream.data);
         }
     }
     for (size_t index = 0; index < self->reply_count; index++) {
@@ -284,23 +303,6 @@ static void s_flush(s_broker_t *self)
                         .seq = reply->seq,
                         .duplicate = reply->kind == S_REPLY_DUPLICATE};
         s_send_reply(self, &reply->routing_id, &ack);
-    }
-    for (size_t index = 0; stored && index < self->reply_count; index++) {
-        s_reply_t *reply = &self->replies[index];
-        if (reply->kind != S_REPLY_STORED) {
-            continue;
-        }
-        vs_msg_t live = {.command = VS_CMD_LIVE,
-                         .stream = reply->stream,
-                         .seq = reply->seq,
-                         .changeset = reply->changeset};
-        live.hash.data = (const char *) reply->hash;
-        live.hash.size = VS_HASH_SIZE;
-        s_send_live(self, reply->stream, &live);
-        if (reply->seq == 1) {
-            vs_log(&self->logger, VS_LOG_INFO, "broker: stream '%.*s' created",
-                   (int) reply->stream.size, reply->stream.data);
-        }
     }
     for (size_t index = 0; index < self->reply_count; index++) {
         s_reply_release(&self->replies[index]);
