@@ -198,6 +198,14 @@ record() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" >>"$RESULTS"; 
 # value KEY FILE: the value of a "key value" line of vsbench's output
 value() { awk -v k="$1" '$1 == k { print $2; exit }' "$2"; }
 
+record_cpu() {   # record_cpu WORKLOAD RUN FILE: CPU seconds of each process over the timed
+    # part (vsbench --watch order: broker, publisher, subscriber; self: the master's writer)
+    record "$1" writer_cpu_s versync "$2" "$(value self_cpu_s "$3")"
+    record "$1" broker_cpu_s versync "$2" "$(value cpu_s.0 "$3")"
+    record "$1" publisher_cpu_s versync "$2" "$(value cpu_s.1 "$3")"
+    record "$1" subscriber_cpu_s versync "$2" "$(value cpu_s.2 "$3")"
+}
+
 check_verify() {   # check_verify FILE WHAT: a mismatch is reported, never hidden
     if [ "$(value verify "$1")" != ok ]; then
         say "WARNING: $2: the slave does not match the master (see $1)"
@@ -402,6 +410,7 @@ vs_w1_w3() {   # W1 bulk, then W3 new replica on the same broker history
     check_verify "$out" W1
     record W1 rows_per_s versync "$i" "$(value rows_per_s "$out")"
     record W1 write_s versync "$i" "$(value write_s "$out")"
+    record_cpu W1 "$i" "$out"
     stop_bg "$subscriber" "$VS_PUBLISHER_PID"
     if want W3; then
         say "run $i: versync W3 new replica ($W1_ROWS row changes)"
@@ -498,6 +507,7 @@ vs_w5() {
         >"$out" || fail "versync W5 (logs in $dir)"
     check_verify "$out" W5
     record W5 updates_per_s versync "$i" "$(value updates_per_s "$out")"
+    record_cpu W5 "$i" "$out"
     stop_bg "$subscriber" "$VS_PUBLISHER_PID" "$VS_BROKER_PID"
     [ "$KEEP" = 1 ] || rm -rf "$dir"
 }

@@ -11,8 +11,16 @@ results=$1
 
 # The rows: workload|metric key|label|limits (any of "apply", "curve", "writer" and
 # "hotwriter": the master's W1 or W5 writes with capture triggers, nothing replicating)
+cpu_rows() {   # cpu_rows WORKLOAD LABEL: where the CPU of a throughput workload went
+    local process
+    for process in writer broker publisher subscriber; do
+        echo "$1|${process}_cpu_s|$2: CPU s of the $process|"
+    done
+}
+
 spec() {
     echo "W1|rows_per_s|W1 bulk: rows/s, first commit to all on the slave|apply curve writer"
+    cpu_rows W1 "W1 bulk"
     echo "W2|p50_ms|W2 latency: commit to visible, p50 ms|"
     echo "W2|p99_ms|W2 latency: p99 ms|"
     echo "W2|max_ms|W2 latency: max ms|"
@@ -27,6 +35,7 @@ spec() {
         echo "W4 N=$n|broker_peak_rss_mb|W4 fan-out N=$n: broker peak RSS MB|"
     done
     echo "W5|updates_per_s|W5 hot rows: updates/s, first commit to last on the slave|apply hotwriter"
+    cpu_rows W5 "W5 hot rows"
     echo "limit|apply_rows_per_s|limit: SQLite upsert, 10,000-row transactions, rows/s|"
     echo "limit|curve_rows_per_s|limit: ZeroMQ CURVE over loopback, same bytes, rows/s|"
     echo "limit|curve_mb_per_s|limit: ZeroMQ CURVE over loopback, MB/s|"

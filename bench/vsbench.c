@@ -45,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -138,6 +139,7 @@ typedef struct {
     pid_t pids[MAX_WATCH];
     int count;
     long ticks_start[MAX_WATCH];
+    double self_start_s; /* this process's user + system CPU at watch_start */
     pid_t tree_root;        /* 0: none */
     long tree_peak_kb;      /* largest VmHWM of one process in the tree */
     int64_t last_sample_ns;
@@ -263,8 +265,20 @@ static void watch_sample_tree(void)
     closedir(dir);
 }
 
+/* User + system CPU seconds of this process (the writer, in W1 and W5). */
+static double self_cpu_s(void)
+{
+    struct rusage usage;
+    if (getrusage(RUSAGE_SELF, &usage) != 0) {
+        return 0;
+    }
+    return (double)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+           + (double)(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
 static void watch_start(void)
 {
+    g_watch.self_start_s = self_cpu_s();
     for (int i = 0; i < g_watch.count; i++) {
         g_watch.ticks_start[i] = proc_ticks(g_watch.pids[i], NULL);
     }
@@ -272,10 +286,11 @@ static void watch_start(void)
     watch_sample_tree();
 }
 
-/* Prints cpu_s.<i> and peak_rss_kb.<i> for each watched pid (in --watch order), and
-   tree_peak_rss_kb. */
+/* Prints cpu_s.<i> and peak_rss_kb.<i> for each watched pid (in --watch order),
+   tree_peak_rss_kb, and self_cpu_s: this process's CPU since watch_start. */
 static void watch_report(void)
 {
+    printf("self_cpu_s %.2f\n", self_cpu_s() - g_watch.self_start_s);
     double hz = (double)sysconf(_SC_CLK_TCK);
     for (int i = 0; i < g_watch.count; i++) {
         long ticks = proc_ticks(g_watch.pids[i], NULL);
