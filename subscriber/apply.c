@@ -1,8 +1,10 @@
 /*  apply.c - the slave database: positions, schema mapping and batched exactly-once apply.
 
     Owns the slave's SQLite connection. Each master table signature (name, columns, primary
-    key) is mapped once to the slave table and gets two cached statements, an UPSERT and a
-    DELETE; applying a change then only binds values and steps, with no allocation per row.  */
+    key) is mapped once to the slave table and gets cached statements: an UPSERT of one row,
+    an UPSERT of S_UPSERT_ROWS rows and a DELETE. Consecutive upserts of one table are queued
+    and written S_UPSERT_ROWS at a time; applying a change then only binds values and steps,
+    with no allocation per row.                                                               */
 #include "apply.h"
 
 #include <czmq.h>
@@ -14,6 +16,12 @@
 #include <string.h>
 
 #define S_STATE_TABLE "_versync_state"
+/*  Rows in one multi-row UPSERT, and the most parameters it may have: SQLite spends about a
+    quarter of a one-row UPSERT's instructions starting and ending the statement (VdbeHalt,
+    register buffers), so rows of one table go through one statement. The statement holds
+    rows x columns parameters; tables too wide for two rows keep the one-row form.            */
+#define S_UPSERT_ROWS       32
+#define S_UPSERT_PARAMETERS 1024
 
 /*  One stream's position: as committed, and as it stands inside the open batch.               */
 typedef struct {
@@ -32,7 +40,10 @@ typedef struct {
     uint32_t column_count; /* master columns                                          */
     uint32_t pk_count;
     int *parameter; /* per master column: its UPSERT parameter, 0 when unused   */
+    int parameters; /* UPSERT parameters of one row                              */
     sqlite3_stmt *upsert;
+    sqlite3_stmt *upsert_rows; /* upsert_row_count rows at once; NULL: too wide   */
+    int upsert_row_count;
     sqlite3_stmt *delete;
 } s_mapping_t;
 
@@ -62,6 +73,13 @@ struct vs_apply {
     size_t set_wanted_capacity;
     s_mapping_t **set_mappings; /* per table of the set being applied */
     size_t set_mappings_capacity;
+    /*  Upserts of one table waiting for a multi-row UPSERT; their values point into the set
+        being applied, so the queue is written out before vs_apply_set returns.             */
+    s_mapping_t *queued_mapping;
+    uint32_t queued_table;
+    size_t queued_rows;
+    vs_value_t *queued_values; /* queued_rows x the table's column count */
+    size_t queued_capacity;    /* values                                 */
     char *signature;
     size_t signature_capacity;
     char error[1024];
@@ -162,6 +180,7 @@ static void s_mapping_destroy(s_mapping_t **self_p)
     if (*self_p) {
         s_mapping_t *self = *self_p;
         sqlite3_finalize(self->upsert);
+        sqlite3_finalize(self->upsert_rows);
         sqlite3_finalize(self->delete);
         free(self->parameter);
         free(self);
@@ -307,6 +326,7 @@ void vs_apply_close(vs_apply_t **self_p)
     }
     free(self->streams);
     free(self->set_mappings);
+    free(self->queued_values);
     free(self->set_wanted);
     free(self->signature);
     free(self);
@@ -443,6 +463,13 @@ int vs_apply_committed_position(vs_apply_t *self, const char *stream_name, uint6
 /* ------------------------------------------------------------------------------------------
     Batches.                                                                                  */
 
+/*  Empties the queue of upserts (see s_queue_upsert) without writing it.                     */
+static void s_queue_clear(vs_apply_t *self)
+{
+    self->queued_mapping = NULL;
+    self->queued_rows = 0;
+}
+
 static int s_step_once(sqlite3_stmt *stmt)
 {
     int rc = sqlite3_step(stmt);
@@ -466,6 +493,7 @@ void vs_apply_rollback(vs_apply_t *self)
         stream->consistent = true;
     }
     /*  A table created inside the batch is gone again: map everything afresh.                */
+    s_queue_clear(self);
     zhashx_purge(self->mappings);
     self->in_batch = false;
     self->batch_rows = 0;
@@ -806,6 +834,8 @@ static int s_mapping_build(vs_apply_t *self, const vs_table_t *table, s_mapping_
     s_slave_column_t *columns = NULL;
     size_t column_count = 0;
     s_text_t sql = {NULL, 0, 0, false};
+    s_text_t head = {NULL, 0, 0, false};
+    s_text_t tail = {NULL, 0, 0, false};
     s_text_t message = {NULL, 0, 0, false};
     int code = VS_ENOMEM;
     s_mapping_t *mapping = calloc(1, sizeof *mapping);
@@ -903,57 +933,81 @@ static int s_mapping_build(vs_apply_t *self, const vs_table_t *table, s_mapping_
             }
         }
     }
-    /*  INSERT INTO main."t"("a","b") VALUES(?1,?2) ON CONFLICT("a") DO UPDATE SET "b"=...     */
-    s_text_add(&sql, "INSERT INTO main.");
-    s_text_add_identifier(&sql, name);
-    s_text_add(&sql, "(");
+    /*  INSERT INTO main."t"("a","b") VALUES(?1,?2) ON CONFLICT("a") DO UPDATE SET "b"=...
+        head is up to VALUES, tail from ON CONFLICT; the multi-row form lists one (?,?) per
+        row, parameters numbered on. SQLite writes the rows in order: a key twice in one
+        statement is inserted, then updated, as by two statements.                          */
+    s_text_add(&head, "INSERT INTO main.");
+    s_text_add_identifier(&head, name);
+    s_text_add(&head, "(");
     int parameters = 0;
     for (size_t slave = 0; slave < column_count; slave++) {
         if (columns[slave].master_column >= 0) {
             if (parameters > 0) {
-                s_text_add(&sql, ",");
+                s_text_add(&head, ",");
             }
-            s_text_add_identifier(&sql, columns[slave].name);
+            s_text_add_identifier(&head, columns[slave].name);
             mapping->parameter[columns[slave].master_column] = ++parameters;
         }
     }
-    s_text_add(&sql, ") VALUES(");
-    for (int parameter = 1; parameter <= parameters; parameter++) {
-        s_text_add(&sql, parameter > 1 ? ",?" : "?");
-        s_text_add_number(&sql, (size_t) parameter);
-    }
-    s_text_add(&sql, ") ON CONFLICT(");
+    mapping->parameters = parameters;
+    s_text_add(&head, ") VALUES");
+    s_text_add(&tail, " ON CONFLICT(");
     for (uint32_t key = 0; key < table->pk_count; key++) {
         for (size_t slave = 0; slave < column_count; slave++) {
             if (columns[slave].pk == (int) key + 1) {
-                s_text_add(&sql, key > 0 ? "," : "");
-                s_text_add_identifier(&sql, columns[slave].name);
+                s_text_add(&tail, key > 0 ? "," : "");
+                s_text_add_identifier(&tail, columns[slave].name);
             }
         }
     }
-    s_text_add(&sql, ") DO ");
+    s_text_add(&tail, ") DO ");
     int updated = 0;
     for (size_t slave = 0; slave < column_count; slave++) {
         if (columns[slave].master_column >= 0 && columns[slave].pk == 0) {
-            s_text_add(&sql, updated++ ? "," : "UPDATE SET ");
-            s_text_add_identifier(&sql, columns[slave].name);
-            s_text_add(&sql, "=excluded.");
-            s_text_add_identifier(&sql, columns[slave].name);
+            s_text_add(&tail, updated++ ? "," : "UPDATE SET ");
+            s_text_add_identifier(&tail, columns[slave].name);
+            s_text_add(&tail, "=excluded.");
+            s_text_add_identifier(&tail, columns[slave].name);
         }
     }
     if (updated == 0) {
-        s_text_add(&sql, "NOTHING");
+        s_text_add(&tail, "NOTHING");
     }
-    if (sql.failed) {
-        code = s_fail(self, VS_ENOMEM, "out of memory");
-        goto cleanup;
+    int variables = sqlite3_limit(self->db, SQLITE_LIMIT_VARIABLE_NUMBER, -1);
+    int most = variables < S_UPSERT_PARAMETERS ? variables : S_UPSERT_PARAMETERS;
+    int rows = parameters > 0 ? most / parameters : 0;
+    mapping->upsert_row_count = rows < S_UPSERT_ROWS ? rows : S_UPSERT_ROWS;
+    for (int form = 0; form < 2; form++) {
+        int row_count = form == 0 ? 1 : mapping->upsert_row_count;
+        sqlite3_stmt **stmt = form == 0 ? &mapping->upsert : &mapping->upsert_rows;
+        if (row_count < 2 && form == 1) {
+            break; /* too wide: one row at a time */
+        }
+        sql.size = 0;
+        s_text_append(&sql, head.data ? head.data : "", head.size);
+        for (int row = 0; row < row_count; row++) {
+            s_text_add(&sql, row > 0 ? ",(" : "(");
+            for (int parameter = 1; parameter <= parameters; parameter++) {
+                s_text_add(&sql, parameter > 1 ? ",?" : "?");
+                s_text_add_number(&sql, (size_t) (row * parameters + parameter));
+            }
+            s_text_add(&sql, ")");
+        }
+        s_text_append(&sql, tail.data ? tail.data : "", tail.size);
+        if (sql.failed || head.failed || tail.failed) {
+            code = s_fail(self, VS_ENOMEM, "out of memory");
+            goto cleanup;
+        }
+        int rc = sqlite3_prepare_v3(self->db, sql.data, -1, SQLITE_PREPARE_PERSISTENT, stmt, NULL);
+        if (rc != SQLITE_OK) {
+            code = s_fail(self, VS_ESCHEMA, "table '%s': cannot prepare the upsert: %s", shown,
+                          sqlite3_errmsg(self->db));
+            goto cleanup;
+        }
     }
-    int rc = sqlite3_prepare_v3(self->db, sql.data, -1, SQLITE_PREPARE_PERSISTENT, &mapping->upsert,
-                                NULL);
-    if (rc != SQLITE_OK) {
-        code = s_fail(self, VS_ESCHEMA, "table '%s': cannot prepare the upsert: %s", shown,
-                      sqlite3_errmsg(self->db));
-        goto cleanup;
+    if (!mapping->upsert_rows) {
+        mapping->upsert_row_count = 1;
     }
     /*  DELETE FROM main."t" WHERE "a" IS ?1 AND "b" IS ?2 (IS: a key may hold NULL).          */
     sql.size = 0;
@@ -974,8 +1028,8 @@ static int s_mapping_build(vs_apply_t *self, const vs_table_t *table, s_mapping_
         code = s_fail(self, VS_ENOMEM, "out of memory");
         goto cleanup;
     }
-    rc = sqlite3_prepare_v3(self->db, sql.data, -1, SQLITE_PREPARE_PERSISTENT, &mapping->delete,
-                            NULL);
+    int rc = sqlite3_prepare_v3(self->db, sql.data, -1, SQLITE_PREPARE_PERSISTENT,
+                                &mapping->delete, NULL);
     if (rc != SQLITE_OK) {
         code = s_fail(self, VS_ESCHEMA, "table '%s': cannot prepare the delete: %s", shown,
                       sqlite3_errmsg(self->db));
@@ -990,6 +1044,8 @@ cleanup:
     }
     s_slave_columns_free(columns, column_count);
     free(sql.data);
+    free(head.data);
+    free(tail.data);
     free(message.data);
     free(name);
     return code;
@@ -1048,6 +1104,100 @@ static int s_bind(sqlite3_stmt *stmt, int parameter, const vs_value_t *value)
     }
 }
 
+/*  Steps stmt, bound by the caller unless rc says binding failed, and resets it. A failure
+    names the table and the operation.                                                        */
+static int s_step_change(vs_apply_t *self, sqlite3_stmt *stmt, int rc, const vs_changeset_t *set,
+                         uint32_t table_index, vs_op_t op)
+{
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(stmt);
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    sqlite3_reset(stmt);
+    if (rc != SQLITE_OK) {
+        char sample[80];
+        const vs_bytes_t *name = &set->tables[table_index].name;
+        return s_fail(self, VS_ESTORE, "table '%s': %s failed: %s",
+                      s_sample(name->data, name->size, sample, sizeof sample),
+                      op == VS_OP_UPSERT ? "upsert" : "delete", sqlite3_errmsg(self->db));
+    }
+    return VS_OK;
+}
+
+/*  Binds one row of master values to an UPSERT whose row starts after parameter offset.      */
+static int s_bind_row(sqlite3_stmt *stmt, const s_mapping_t *mapping, int offset,
+                      const vs_value_t *values)
+{
+    int rc = SQLITE_OK;
+    for (uint32_t column = 0; column < mapping->column_count && rc == SQLITE_OK; column++) {
+        if (mapping->parameter[column] > 0) {
+            rc = s_bind(stmt, offset + mapping->parameter[column], &values[column]);
+        }
+    }
+    return rc;
+}
+
+/*  Writes the queued upserts, in order: a full queue through the multi-row UPSERT, a shorter
+    one row by row. The queue is empty afterwards, also on failure.                           */
+static int s_queue_flush(vs_apply_t *self, const vs_changeset_t *set)
+{
+    s_mapping_t *mapping = self->queued_mapping;
+    size_t rows = self->queued_rows;
+    s_queue_clear(self);
+    if (!mapping || rows == 0) {
+        return VS_OK;
+    }
+    const vs_value_t *values = self->queued_values;
+    if (mapping->upsert_rows && rows == (size_t) mapping->upsert_row_count) {
+        int rc = SQLITE_OK;
+        for (size_t row = 0; row < rows && rc == SQLITE_OK; row++) {
+            rc = s_bind_row(mapping->upsert_rows, mapping, (int) row * mapping->parameters,
+                            values + row * mapping->column_count);
+        }
+        return s_step_change(self, mapping->upsert_rows, rc, set, self->queued_table,
+                             VS_OP_UPSERT);
+    }
+    for (size_t row = 0; row < rows; row++) {
+        int rc = s_bind_row(mapping->upsert, mapping, 0, values + row * mapping->column_count);
+        int code = s_step_change(self, mapping->upsert, rc, set, self->queued_table, VS_OP_UPSERT);
+        if (code != VS_OK) {
+            return code;
+        }
+    }
+    return VS_OK;
+}
+
+/*  Queues one upsert of mapping's table; a full queue is written at once.                    */
+static int s_queue_upsert(vs_apply_t *self, const vs_changeset_t *set, s_mapping_t *mapping,
+                          const vs_change_t *change)
+{
+    if (self->queued_mapping != mapping || self->queued_table != change->table) {
+        int code = s_queue_flush(self, set);
+        if (code != VS_OK) {
+            return code;
+        }
+    }
+    size_t columns = mapping->column_count;
+    size_t needed = (size_t) mapping->upsert_row_count * columns;
+    if (needed > self->queued_capacity) {
+        vs_value_t *grown = realloc(self->queued_values, needed * sizeof *grown);
+        if (!grown) {
+            return s_fail(self, VS_ENOMEM, "out of memory");
+        }
+        self->queued_values = grown;
+        self->queued_capacity = needed;
+    }
+    memcpy(self->queued_values + self->queued_rows * columns, change->values,
+           columns * sizeof *change->values);
+    self->queued_mapping = mapping;
+    self->queued_table = change->table;
+    self->queued_rows++;
+    if (self->queued_rows == (size_t) mapping->upsert_row_count) {
+        return s_queue_flush(self, set);
+    }
+    return VS_OK;
+}
+
 static int s_apply_change(vs_apply_t *self, const vs_changeset_t *set, const vs_change_t *change)
 {
     if (change->table >= set->table_count) {
@@ -1072,35 +1222,23 @@ static int s_apply_change(vs_apply_t *self, const vs_changeset_t *set, const vs_
     if (code != VS_OK || mapping->skip) {
         return code;
     }
-    sqlite3_stmt *stmt = NULL;
-    int rc = SQLITE_OK;
     if (change->op == VS_OP_UPSERT && change->value_count == mapping->column_count) {
-        stmt = mapping->upsert;
-        for (uint32_t column = 0; column < change->value_count && rc == SQLITE_OK; column++) {
-            if (mapping->parameter[column] > 0) {
-                rc = s_bind(stmt, mapping->parameter[column], &change->values[column]);
-            }
-        }
+        code = s_queue_upsert(self, set, mapping, change);
     } else if (change->op == VS_OP_DELETE && change->value_count == mapping->pk_count) {
-        stmt = mapping->delete;
+        code = s_queue_flush(self, set); /* the upserts before this delete come first */
+        int rc = SQLITE_OK;
         for (uint32_t key = 0; key < change->value_count && rc == SQLITE_OK; key++) {
-            rc = s_bind(stmt, (int) key + 1, &change->values[key]);
+            rc = s_bind(mapping->delete, (int) key + 1, &change->values[key]);
+        }
+        if (code == VS_OK) {
+            code = s_step_change(self, mapping->delete, rc, set, change->table, VS_OP_DELETE);
         }
     } else {
         return s_fail(self, VS_EPROTO, "change of op %d with %u values", (int) change->op,
                       change->value_count);
     }
-    if (rc == SQLITE_OK) {
-        rc = sqlite3_step(stmt);
-        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
-    }
-    sqlite3_reset(stmt);
-    if (rc != SQLITE_OK) {
-        char sample[80];
-        const vs_bytes_t *name = &set->tables[change->table].name;
-        return s_fail(self, VS_ESTORE, "table '%s': %s failed: %s",
-                      s_sample(name->data, name->size, sample, sizeof sample),
-                      change->op == VS_OP_UPSERT ? "upsert" : "delete", sqlite3_errmsg(self->db));
+    if (code != VS_OK) {
+        return code;
     }
     self->batch_rows++;
     *(change->op == VS_OP_UPSERT ? &self->batch_upserts : &self->batch_deletes) += 1;
@@ -1190,6 +1328,10 @@ int vs_apply_set(vs_apply_t *self, const char *stream_name, uint64_t seq,
     while (code == VS_OK && vs_changeset_next(&set, &change)) {
         code = s_apply_change(self, &set, &change);
     }
+    if (code == VS_OK) {
+        code = s_queue_flush(self, &set); /* its values point into the set */
+    }
+    s_queue_clear(self);
     bool consistent = (set.flags & VS_CHANGESET_CONSISTENT) != 0;
     vs_changeset_close(&set);
     if (code != VS_OK) {

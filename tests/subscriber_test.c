@@ -678,6 +678,175 @@ static void test_apply_delete_and_filter(void)
     VS_CHECK(s_stored_seq(path, "s") == 3);
 }
 
+static void s_table_digest(const char *path, const char *table, char *out, size_t out_size);
+
+/*  One change of test_apply_many_rows: 'u' upserts items row id (name "n<id>-<tag>"), 'd'
+    deletes it, 'w' upserts row id of the 600-column table "wide".                             */
+typedef struct {
+    char op;
+    int id;
+    const char *tag;
+} s_script_t;
+
+static void s_script_append(s_script_t *script, size_t *count, char op, int first, int last,
+                            const char *tag)
+{
+    for (int id = first; id <= last; id++) {
+        script[(*count)++] = (s_script_t) {op, id, tag};
+    }
+}
+
+#define S_WIDE_COLUMNS 600
+
+/*  The set of script[from..to), and the same changes written to the reference database one
+    statement each, as a slave without multi-row statements would.                           */
+static void s_script_set(const s_script_t *script, size_t from, size_t to, uint64_t version,
+                         sqlite3 *reference, uint8_t **data, size_t *size)
+{
+    static char wide_names[S_WIDE_COLUMNS][16];
+    const char *wide_columns[S_WIDE_COLUMNS];
+    char wide_sql[16384] = "CREATE TABLE wide(c0 INTEGER PRIMARY KEY";
+    for (int column = 0; column < S_WIDE_COLUMNS; column++) {
+        snprintf(wide_names[column], sizeof wide_names[column], "c%d", column);
+        wide_columns[column] = wide_names[column];
+        if (column > 0) {
+            snprintf(wide_sql + strlen(wide_sql), sizeof wide_sql - strlen(wide_sql), ", c%d",
+                     column);
+        }
+    }
+    strcat(wide_sql, ")");
+    vs_changeset_writer_t *writer = vs_changeset_writer_new();
+    uint32_t items = 0;
+    uint32_t wide = 0;
+    const uint32_t wide_pk[] = {0};
+    VS_CHECK(vs_changeset_writer_add_table(writer, "items", s_items_sql, 4, s_items_columns, 1,
+                                           s_items_pk, &items) == VS_OK);
+    VS_CHECK(vs_changeset_writer_add_table(writer, "wide", wide_sql, S_WIDE_COLUMNS, wide_columns,
+                                           1, wide_pk, &wide) == VS_OK);
+    sqlite3_exec(reference, s_items_sql, NULL, NULL, NULL); /* fails once it exists */
+    sqlite3_exec(reference, wide_sql, NULL, NULL, NULL);
+    VS_CHECK(sqlite3_exec(reference, "BEGIN", NULL, NULL, NULL) == SQLITE_OK);
+    for (size_t index = from; index < to; index++) {
+        const s_script_t *change = &script[index];
+        char name[64];
+        snprintf(name, sizeof name, "n%d-%s", change->id, change->tag);
+        uint8_t bytes[2] = {(uint8_t) change->id, (uint8_t) (change->id >> 8)};
+        char sql[512];
+        if (change->op == 'u') {
+            vs_value_t values[4] = {s_integer(change->id), s_text(name), s_real(change->id / 4.0),
+                                    s_blob(bytes, sizeof bytes)};
+            VS_CHECK(vs_changeset_writer_upsert(writer, items, 4, values) == VS_OK);
+            snprintf(sql, sizeof sql,
+                     "INSERT INTO items VALUES(%d, '%s', %d / 4.0, x'%02x%02x') ON CONFLICT(id)"
+                     " DO UPDATE SET name = excluded.name, score = excluded.score,"
+                     " data = excluded.data",
+                     change->id, name, change->id, bytes[0], bytes[1]);
+        } else if (change->op == 'd') {
+            vs_value_t key = s_integer(change->id);
+            VS_CHECK(vs_changeset_writer_delete(writer, items, 1, &key) == VS_OK);
+            snprintf(sql, sizeof sql, "DELETE FROM items WHERE id = %d", change->id);
+        } else {
+            vs_value_t values[S_WIDE_COLUMNS];
+            values[0] = s_integer(change->id);
+            for (int column = 1; column < S_WIDE_COLUMNS; column++) {
+                values[column] = s_text(name);
+            }
+            VS_CHECK(vs_changeset_writer_upsert(writer, wide, S_WIDE_COLUMNS, values) == VS_OK);
+            snprintf(sql, sizeof sql, "INSERT OR REPLACE INTO wide(c0, c%d) VALUES(%d, '%s')",
+                     S_WIDE_COLUMNS - 1, change->id, name);
+        }
+        VS_CHECK(sqlite3_exec(reference, sql, NULL, NULL, NULL) == SQLITE_OK);
+    }
+    VS_CHECK(sqlite3_exec(reference, "COMMIT", NULL, NULL, NULL) == SQLITE_OK);
+    VS_CHECK(vs_changeset_writer_finish(writer, version, version, VS_CHANGESET_CONSISTENT, data,
+                                        size) == VS_OK);
+    vs_changeset_writer_destroy(&writer);
+}
+
+/*  Upserts of one table are written many rows to a statement: the slave must end exactly as
+    with one statement per change, whatever the order of upserts, deletes, repeated keys and
+    other tables, at every queue boundary; a table too wide for the multi-row form still
+    applies; and a failing multi-row statement rolls the batch back and names the table.     */
+static void test_apply_many_rows(void)
+{
+    static s_script_t script[512];
+    size_t count = 0;
+    s_script_append(script, &count, 'u', 1, 70, "a");   /* two full statements and 6 rows */
+    s_script_append(script, &count, 'u', 5, 5, "b");    /* a key again, after its statement */
+    s_script_append(script, &count, 'd', 69, 69, "");   /* queued upserts first */
+    s_script_append(script, &count, 'd', 66, 66, "");
+    s_script_append(script, &count, 'u', 100, 115, "c");
+    s_script_append(script, &count, 'u', 100, 100, "c2"); /* twice in one statement */
+    s_script_append(script, &count, 'u', 116, 130, "c");
+    s_script_append(script, &count, 'w', 1, 1, "w1");   /* another table between upserts */
+    s_script_append(script, &count, 'u', 66, 66, "d");  /* back after its delete */
+    s_script_append(script, &count, 'w', 2, 2, "w2");
+    s_script_append(script, &count, 'w', 1, 1, "w3");
+    s_script_append(script, &count, 'd', 11, 11, "");
+    s_script_append(script, &count, 'd', 999, 999, ""); /* absent */
+    s_script_append(script, &count, 'u', 200, 263, "e"); /* exactly two statements */
+    s_script_append(script, &count, 'd', 201, 201, "");
+    size_t first_set = count;
+    s_script_append(script, &count, 'u', 300, 340, "f"); /* a second set in the same batch */
+    s_script_append(script, &count, 'u', 1, 1, "g");
+    VS_REQUIRE(count <= sizeof script / sizeof script[0]);
+
+    char reference_path[4096];
+    snprintf(reference_path, sizeof reference_path, "%s/reference.db",
+             vs_test_dir("apply_many_rows_reference"));
+    sqlite3 *reference = NULL;
+    VS_REQUIRE(sqlite3_open(reference_path, &reference) == SQLITE_OK);
+    s_history_t history = {.stream = "s"};
+    uint8_t *data;
+    size_t size;
+    s_script_set(script, 0, first_set, 1, reference, &data, &size);
+    s_history_add(&history, data, size);
+    s_script_set(script, first_set, count, 2, reference, &data, &size);
+    s_history_add(&history, data, size);
+    sqlite3_close(reference);
+
+    const char *path = s_db_path("apply_many_rows");
+    vs_apply_t *store = s_open(path);
+    VS_REQUIRE(store);
+    VS_CHECK(s_apply_history(store, &history, 0, 2) == VS_OK);
+    uint64_t upserts = 0;
+    uint64_t deletes = 0;
+    vs_apply_counts(store, &upserts, &deletes);
+    VS_CHECK(upserts == count - 5 && deletes == 5);
+    vs_apply_close(&store);
+    static char expected[65536];
+    static char got[65536];
+    s_table_digest(reference_path, "items", expected, sizeof expected);
+    s_table_digest(path, "items", got, sizeof got);
+    VS_CHECK(strlen(expected) > 1000);
+    VS_CHECK(strcmp(expected, got) == 0);
+    const char *wide_digest = "SELECT count(*) || '/' || group_concat(c0 || '=' || c599, ';')"
+                              " FROM (SELECT c0, c599 FROM wide ORDER BY c0)";
+    s_query_text(reference_path, wide_digest, expected, sizeof expected);
+    s_query_text(path, wide_digest, got, sizeof got);
+    VS_CHECK(strcmp(expected, "2/1=n1-w3;2=n2-w2") == 0);
+    VS_CHECK(strcmp(expected, got) == 0);
+    s_history_free(&history);
+
+    /*  40 rows into a slave table with a NOT NULL column the master does not fill: the first
+        32 fail in one statement, nothing is written, the error names the table.               */
+    const char *failing = s_db_path("apply_many_rows_error");
+    VS_CHECK(s_exec(failing, "CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT,"
+                             " required TEXT NOT NULL)") == SQLITE_OK);
+    s_history_t bad = {.stream = "s"};
+    s_items_set(1, VS_CHANGESET_CONSISTENT, 1, 40, "x", NULL, 0, &data, &size);
+    s_history_add(&bad, data, size);
+    store = s_open(failing);
+    VS_REQUIRE(store);
+    const s_set_t *set = &bad.sets[0];
+    VS_CHECK(vs_apply_set(store, "s", 1, set->hash, set->data, set->size, NULL) == VS_ESTORE);
+    VS_CHECK(strstr(vs_apply_error(store), "table 'items'") != NULL);
+    VS_CHECK(!vs_apply_in_batch(store));
+    vs_apply_close(&store);
+    VS_CHECK(s_query_int(failing, "SELECT count(*) FROM items") == 0);
+    s_history_free(&bad);
+}
+
 static void s_orders_history(s_history_t *history, size_t count, const char *tag);
 
 /*  Verify-only (no database): the same checks, positions in memory, changes counted.        */
@@ -1509,6 +1678,7 @@ int main(void)
     vs_test_run("apply_split_snapshot", test_apply_split_snapshot);
     vs_test_run("apply_two_streams", test_apply_two_streams);
     vs_test_run("apply_delete_and_filter", test_apply_delete_and_filter);
+    vs_test_run("apply_many_rows", test_apply_many_rows);
     vs_test_run("apply_store_error", test_apply_store_error);
     vs_test_run("apply_verify_only", test_apply_verify_only);
     vs_test_run("actor_catch_up_and_live", test_actor_catch_up_and_live);
