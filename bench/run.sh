@@ -358,6 +358,11 @@ bench_limits() {   # bench_limits RUN
         >"$out.apply" || fail "apply-limit"
     rm -f "$WORK/apply-limit.db"*
     record limit apply_rows_per_s limit "$i" "$(value rows_per_s "$out.apply")"
+    # the same with 32 rows a statement, as versync's subscriber writes them
+    "$VSBENCH" apply-limit --db "$WORK/apply-limit.db" --rows "$LIMIT_ROWS" --txn "$APPLY_TXN" \
+        --per-statement 32 >"$out.apply32" || fail "apply-limit (32 rows a statement)"
+    rm -f "$WORK/apply-limit.db"*
+    record limit apply32_rows_per_s limit "$i" "$(value rows_per_s "$out.apply32")"
     "$VSBENCH" curve-limit --rows "$LIMIT_ROWS" >"$out.curve" || fail "curve-limit"
     record limit curve_rows_per_s limit "$i" "$(value rows_per_s "$out.curve")"
     record limit curve_mb_per_s limit "$i" "$(value mb_per_s "$out.curve")"

@@ -9,7 +9,7 @@
 set -euo pipefail
 results=$1
 
-# The rows: workload|metric key|label|limits (any of "apply", "curve", "writer" and
+# The rows: workload|metric key|label|limits (any of "apply", "apply32", "curve", "writer" and
 # "hotwriter": the master's W1 or W5 writes with capture triggers, nothing replicating)
 cpu_rows() {   # cpu_rows WORKLOAD LABEL: where the CPU of a throughput workload went
     local process
@@ -19,12 +19,12 @@ cpu_rows() {   # cpu_rows WORKLOAD LABEL: where the CPU of a throughput workload
 }
 
 spec() {
-    echo "W1|rows_per_s|W1 bulk: rows/s, first commit to all on the slave|apply curve writer"
+    echo "W1|rows_per_s|W1 bulk: rows/s, first commit to all on the slave|apply apply32 curve writer"
     cpu_rows W1 "W1 bulk"
     echo "W2|p50_ms|W2 latency: commit to visible, p50 ms|"
     echo "W2|p99_ms|W2 latency: p99 ms|"
     echo "W2|max_ms|W2 latency: max ms|"
-    echo "W3|rows_per_s|W3 new replica: rows/s|apply curve"
+    echo "W3|rows_per_s|W3 new replica: rows/s|apply apply32 curve"
     echo "W3|peak_rss_mb|W3 new replica: slave peak RSS MB|"
     local n
     for n in $(awk -F'\t' '$1 ~ /^W4 N=/ { sub(/^W4 N=/, "", $1); print $1 }' "$results" \
@@ -37,6 +37,7 @@ spec() {
     echo "W5|updates_per_s|W5 hot rows: updates/s, first commit to last on the slave|apply hotwriter"
     cpu_rows W5 "W5 hot rows"
     echo "limit|apply_rows_per_s|limit: SQLite upsert, 10,000-row transactions, rows/s|"
+    echo "limit|apply32_rows_per_s|limit: the same, 32 rows a statement (as versync's slaves write), rows/s|"
     echo "limit|curve_rows_per_s|limit: ZeroMQ CURVE over loopback, same bytes, rows/s|"
     echo "limit|curve_mb_per_s|limit: ZeroMQ CURVE over loopback, MB/s|"
     echo "limit|writer_rows_per_s|limit: the master's W1 writes with capture triggers, nothing replicating, rows/s|"
@@ -86,6 +87,7 @@ BEGIN {
         runs[f[4]] = 1
     }
     lkeys["apply"] = "apply_rows_per_s"; lnames["apply"] = "SQLite apply"
+    lkeys["apply32"] = "apply32_rows_per_s"; lnames["apply32"] = "32-row SQLite apply"
     lkeys["curve"] = "curve_rows_per_s"; lnames["curve"] = "CURVE transport"
     lkeys["writer"] = "writer_rows_per_s"; lnames["writer"] = "the writer alone"
     lkeys["hotwriter"] = "writer_updates_per_s"; lnames["hotwriter"] = "the writer alone"

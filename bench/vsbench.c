@@ -18,7 +18,9 @@
       hot       ... --rows R --updates U --txn T           W5: U updates over R rows
       replica   --kind K --slave CONN --rows N [--master CONN] (--exec SQL | -- command...)
                                                            W3: time until a new slave has N rows
-      apply-limit --db FILE --rows N --txn T               raw SQLite upsert rate
+      apply-limit --db FILE --rows N --txn T [--per-statement K]
+                                                           raw SQLite upsert rate, K rows a
+                                                           statement (default 1)
       curve-limit --rows N [--message-size B]              raw ZeroMQ CURVE PUSH/PULL rate
       sample    --pid PID...                               VmHWM (kB) and CPU seconds of PIDs
       triggers  --db FILE                                  wait until a publisher has installed
@@ -714,7 +716,7 @@ typedef struct {
     kind_t kind;
     const char *master, *slave, *db, *exec, *light_result;
     pid_t light_pid;
-    int64_t rows, txn, commits, updates, start_id, message_size;
+    int64_t rows, txn, commits, updates, start_id, message_size, per_statement;
     double interval_ms, timeout_s;
     char **command; /* after "--" */
     const char *also[512]; /* bulk: more slaves that must all reach the last row */
@@ -732,6 +734,7 @@ static void parse(int argc, char **argv, options_t *o)
     o->updates = 200000;
     o->start_id = 1;
     o->message_size = 1 << 20;
+    o->per_statement = 1;
     for (int i = 2; i < argc; i++) {
         const char *key = argv[i];
         if (strcmp(key, "--") == 0) {
@@ -779,6 +782,8 @@ static void parse(int argc, char **argv, options_t *o)
             o->start_id = atoll(value);
         } else if (strcmp(key, "--message-size") == 0) {
             o->message_size = atoll(value);
+        } else if (strcmp(key, "--per-statement") == 0) {
+            o->per_statement = atoll(value);
         } else if (strcmp(key, "--interval-ms") == 0) {
             o->interval_ms = atof(value);
         } else if (strcmp(key, "--timeout") == 0) {
@@ -1217,6 +1222,9 @@ static int cmd_replica(options_t *o)
 static int cmd_apply_limit(options_t *o)
 {
     need(o->db, "--db");
+    if (o->per_statement < 1 || o->per_statement > 100 || o->rows % o->per_statement != 0) {
+        die("--per-statement must be 1 to 100 and divide --rows");
+    }
     unlink(o->db);
     db_t db;
     db_open(&db, KIND_SQLITE, o->db, true, deadline_of(o));
@@ -1224,27 +1232,40 @@ static int cmd_apply_limit(options_t *o)
     db_exec(&db, "PRAGMA synchronous = NORMAL");
     db_exec(&db, "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, "
                  "price REAL, note TEXT, updated INTEGER)");
+    /* INSERT INTO items VALUES (?1,...,?6),(?7,...,?12)... ON CONFLICT(id) DO UPDATE ... */
+    int per = (int)o->per_statement;
+    char sql[8192];
+    size_t used = (size_t)snprintf(sql, sizeof sql, "INSERT INTO items VALUES ");
+    for (int r = 0; r < per; r++) {
+        int b = r * 6;
+        used += (size_t)snprintf(sql + used, sizeof sql - used, "%s(?%d,?%d,?%d,?%d,?%d,?%d)",
+                                 r ? "," : "", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6);
+    }
+    snprintf(sql + used, sizeof sql - used,
+             " ON CONFLICT(id) DO UPDATE SET name = excluded.name, qty = excluded.qty, "
+             "price = excluded.price, note = excluded.note, updated = excluded.updated");
     sqlite3_stmt *upsert = NULL;
-    sq_check(&db,
-             sqlite3_prepare_v2(db.sq,
-                                "INSERT INTO items VALUES (?1,?2,?3,?4,?5,?6) ON CONFLICT(id) "
-                                "DO UPDATE SET name = excluded.name, qty = excluded.qty, "
-                                "price = excluded.price, note = excluded.note, "
-                                "updated = excluded.updated",
-                                -1, &upsert, NULL),
-             "prepare upsert");
-    row_t row;
+    sq_check(&db, sqlite3_prepare_v2(db.sq, sql, -1, &upsert, NULL), "prepare upsert");
+    row_t *rows = calloc((size_t)per, sizeof *rows);
+    if (!rows) {
+        die("out of memory");
+    }
     int64_t started = now_ns();
     for (int64_t id = 1; id <= o->rows;) {
         db_exec(&db, "BEGIN");
-        for (int64_t k = 0; k < o->txn && id <= o->rows; k++, id++) {
-            row_make(&row, id);
-            sqlite3_bind_int64(upsert, 1, row.id);
-            sqlite3_bind_text(upsert, 2, row.name, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(upsert, 3, row.qty);
-            sqlite3_bind_double(upsert, 4, row.price);
-            sqlite3_bind_text(upsert, 5, row.note, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(upsert, 6, row.updated);
+        /* whole statements: a transaction ends at the first statement that reaches --txn rows */
+        for (int64_t k = 0; k < o->txn && id <= o->rows; k += per) {
+            for (int r = 0; r < per; r++, id++) {
+                row_t *row = &rows[r];
+                int b = r * 6;
+                row_make(row, id);
+                sqlite3_bind_int64(upsert, b + 1, row->id);
+                sqlite3_bind_text(upsert, b + 2, row->name, -1, SQLITE_STATIC);
+                sqlite3_bind_int64(upsert, b + 3, row->qty);
+                sqlite3_bind_double(upsert, b + 4, row->price);
+                sqlite3_bind_text(upsert, b + 5, row->note, -1, SQLITE_STATIC);
+                sqlite3_bind_int64(upsert, b + 6, row->updated);
+            }
             sq_check(&db, sqlite3_step(upsert), "upsert");
             sqlite3_reset(upsert);
         }
@@ -1252,6 +1273,7 @@ static int cmd_apply_limit(options_t *o)
     }
     double seconds = (double)(now_ns() - started) / 1e9;
     sqlite3_finalize(upsert);
+    free(rows);
     db_close(&db);
     printf("rows %" PRId64 "\n", o->rows);
     printf("seconds %.3f\n", seconds);
