@@ -3,6 +3,7 @@
 
     Malformed input is built with a tiny msgpack writer of this file (s_buf_*), written from
     the msgpack spec and independent of the encoder under test.                               */
+#include "mp_read.h"
 #include "testutil.h"
 #include "vs_proto.h"
 
@@ -2453,6 +2454,41 @@ static void test_speed_report(void)
     free(data);
 }
 
+/*  vs_mp_skip_value steps over the common forms itself: for every first byte, body and
+    truncation it must accept, refuse and explain exactly as vs_mp_read_value.               */
+static void test_skip_value_matches_read(void)
+{
+    static const uint8_t fills[] = {0x00, 0x05, 0x7f, 0x80, 0xff};
+    uint8_t buffer[40];
+    size_t cases = 0;
+    size_t mismatches = 0;
+    for (int type = 0; type < 256; type++) {
+        for (size_t fill = 0; fill < sizeof fills; fill++) {
+            buffer[0] = (uint8_t) type;
+            memset(buffer + 1, fills[fill], sizeof buffer - 1);
+            for (size_t size = 0; size <= sizeof buffer; size++) {
+                vs_mp_reader_t skipped;
+                vs_mp_reader_t read;
+                vs_mp_reader_init(&skipped, buffer, size);
+                vs_mp_reader_init(&read, buffer, size);
+                vs_value_t value;
+                int skip_rc = vs_mp_skip_value(&skipped);
+                int read_rc = vs_mp_read_value(&read, &value);
+                bool same = skip_rc == read_rc && skipped.pos == read.pos &&
+                            (skipped.why == read.why ||
+                             (skipped.why && read.why && strcmp(skipped.why, read.why) == 0));
+                if (!same && mismatches++ < 5) {
+                    fprintf(stderr, "  type 0x%02x fill 0x%02x size %zu: skip %d, read %d\n", type,
+                            fills[fill], size, skip_rc, read_rc);
+                }
+                cases++;
+            }
+        }
+    }
+    VS_CHECK(cases == 256 * 5 * 41);
+    VS_CHECK(mismatches == 0);
+}
+
 int main(void)
 {
     vs_test_run("helpers", test_helpers);
@@ -2471,6 +2507,7 @@ int main(void)
     vs_test_run("mutations", test_mutations);
     vs_test_run("vectors", test_vectors);
     vs_test_run("chain", test_chain);
+    vs_test_run("skip_value_matches_read", test_skip_value_matches_read);
     vs_test_run("speed_report", test_speed_report);
     return vs_test_summary();
 }
