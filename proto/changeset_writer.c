@@ -22,7 +22,6 @@ struct vs_changeset_writer {
     vs_mp_buffer_t tables;  /* packed table entries, without the array header  */
     vs_mp_buffer_t changes; /* packed changes, without the array header        */
     msgpack_packer table_packer;
-    msgpack_packer change_packer;
     uint32_t table_count;
     size_t change_count;
     s_table_shape_t shapes[VS_MAX_TABLES];
@@ -35,7 +34,6 @@ vs_changeset_writer_t *vs_changeset_writer_new(void)
         return NULL;
     }
     vs_mp_packer_init(&self->table_packer, &self->tables);
-    vs_mp_packer_init(&self->change_packer, &self->changes);
     return self;
 }
 
@@ -148,13 +146,86 @@ int vs_changeset_writer_add_table(vs_changeset_writer_t *self, const char *name,
 }
 
 /*  Appends [table, op, [value...]] after checking every value.                                 */
+/*  In-place msgpack for the changes, the hot path of every read a publisher makes: the same
+    bytes msgpack-c's packer writes (the shortest form of each value; the golden vectors and
+    test_changes_encoding hold them), written into room the caller has reserved.             */
+static uint8_t *s_put_big_endian(uint8_t *out, uint64_t value, size_t size)
+{
+    for (size_t index = size; index > 0; index--) {
+        out[index - 1] = (uint8_t) value;
+        value >>= 8;
+    }
+    return out + size;
+}
+
+static uint8_t *s_put_head(uint8_t *out, uint8_t type, uint64_t value, size_t size)
+{
+    *out = type;
+    return s_put_big_endian(out + 1, value, size);
+}
+
+static uint8_t *s_put_array(uint8_t *out, size_t count)
+{
+    if (count < 16) {
+        *out = (uint8_t) (0x90 | count);
+        return out + 1;
+    }
+    return count < 65536 ? s_put_head(out, 0xdc, count, 2) : s_put_head(out, 0xdd, count, 4);
+}
+
+static uint8_t *s_put_uint(uint8_t *out, uint64_t value)
+{
+    if (value < 128) {
+        *out = (uint8_t) value;
+        return out + 1;
+    }
+    return value < 256                    ? s_put_head(out, 0xcc, value, 1)
+           : value < 65536                ? s_put_head(out, 0xcd, value, 2)
+           : value < ((uint64_t) 1 << 32) ? s_put_head(out, 0xce, value, 4)
+                                          : s_put_head(out, 0xcf, value, 8);
+}
+
+static uint8_t *s_put_int(uint8_t *out, int64_t value)
+{
+    if (value >= 0) {
+        return s_put_uint(out, (uint64_t) value);
+    }
+    if (value >= -32) {
+        *out = (uint8_t) value; /* negative fixint: 0xe0..0xff */
+        return out + 1;
+    }
+    uint64_t bits = (uint64_t) value;
+    return value >= -128          ? s_put_head(out, 0xd0, bits & 0xff, 1)
+           : value >= -32768      ? s_put_head(out, 0xd1, bits & 0xffff, 2)
+           : value >= -2147483648 ? s_put_head(out, 0xd2, bits & 0xffffffff, 4)
+                                  : s_put_head(out, 0xd3, bits, 8);
+}
+
+static uint8_t *s_put_bytes(uint8_t *out, vs_type_t type, const void *data, size_t size)
+{
+    if (type == VS_TEXT) {
+        if (size < 32) {
+            *out++ = (uint8_t) (0xa0 | size);
+        } else {
+            out = size < 256     ? s_put_head(out, 0xd9, size, 1)
+                  : size < 65536 ? s_put_head(out, 0xda, size, 2)
+                                 : s_put_head(out, 0xdb, size, 4);
+        }
+    } else {
+        out = size < 256     ? s_put_head(out, 0xc4, size, 1)
+              : size < 65536 ? s_put_head(out, 0xc5, size, 2)
+                             : s_put_head(out, 0xc6, size, 4);
+    }
+    if (size > 0) {
+        memcpy(out, data, size);
+    }
+    return out + size;
+}
+
 static int s_append_change(vs_changeset_writer_t *self, uint32_t table_index, vs_op_t op,
                            size_t value_count, const vs_value_t *values)
 {
     size_t bound = 1 + 5 + 1 + 5;
-    size_t rollback;
-    msgpack_packer *packer = &self->change_packer;
-    int rc;
     for (size_t index = 0; index < value_count; index++) {
         const vs_value_t *value = &values[index];
         switch (value->type) {
@@ -180,29 +251,29 @@ static int s_append_change(vs_changeset_writer_t *self, uint32_t table_index, vs
     if (vs_mp_buffer_reserve(&self->changes, bound) != VS_OK) {
         return VS_ENOMEM;
     }
-    rollback = self->changes.size;
-    rc = msgpack_pack_array(packer, 3);
-    rc |= msgpack_pack_uint32(packer, table_index);
-    rc |= msgpack_pack_uint32(packer, (uint32_t) op);
-    rc |= msgpack_pack_array(packer, value_count);
+    uint8_t *out = self->changes.data + self->changes.size;
+    out = s_put_array(out, 3);
+    out = s_put_uint(out, table_index);
+    out = s_put_uint(out, (uint64_t) op);
+    out = s_put_array(out, value_count);
     for (size_t index = 0; index < value_count; index++) {
         const vs_value_t *value = &values[index];
         switch (value->type) {
-        case VS_INTEGER: rc |= msgpack_pack_int64(packer, value->as.integer); break;
-        case VS_REAL: rc |= msgpack_pack_double(packer, value->as.real); break;
+        case VS_INTEGER: out = s_put_int(out, value->as.integer); break;
+        case VS_REAL: {
+            uint64_t bits;
+            memcpy(&bits, &value->as.real, sizeof bits);
+            out = s_put_head(out, 0xcb, bits, 8);
+            break;
+        }
         case VS_TEXT:
-            rc |= msgpack_pack_str_with_body(packer, value->as.bytes.data, value->as.bytes.size);
-            break;
         case VS_BLOB:
-            rc |= msgpack_pack_bin_with_body(packer, value->as.bytes.data, value->as.bytes.size);
+            out = s_put_bytes(out, value->type, value->as.bytes.data, value->as.bytes.size);
             break;
-        default: rc |= msgpack_pack_nil(packer); break;
+        default: *out++ = 0xc0; break;
         }
     }
-    if (rc != 0) {
-        self->changes.size = rollback;
-        return VS_ENOMEM;
-    }
+    self->changes.size = (size_t) (out - self->changes.data);
     self->change_count++;
     return VS_OK;
 }

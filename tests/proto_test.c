@@ -400,6 +400,138 @@ static void test_helpers(void)
 /* ---------------------------------------------------------------------------------------------
     Change set round trips                                                                     */
 
+/*  The end of a one-change set [.., [[table, 1, [value...]]]] is the change's own bytes.
+    Returns whether the set ends with expected (size bytes) after the change's headers.       */
+static bool s_change_ends_with(uint32_t table_count, size_t column_count, const vs_value_t *values,
+                               const uint8_t *expected, size_t size)
+{
+    static const char *const names[16] = {"a", "b", "c", "d", "e", "f", "g", "h",
+                                          "i", "j", "k", "l", "m", "n", "o", "p"};
+    const uint32_t pk[] = {0};
+    vs_changeset_writer_t *writer = vs_changeset_writer_new();
+    uint32_t table = 0;
+    bool ok = writer != NULL && column_count <= 16;
+    for (uint32_t index = 0; ok && index < table_count; index++) {
+        char name[16];
+        snprintf(name, sizeof name, "t%u", index);
+        ok = vs_changeset_writer_add_table(writer, name, "", column_count, names, 1, pk,
+                                           &table) == VS_OK;
+    }
+    ok = ok && vs_changeset_writer_upsert(writer, table, column_count, values) == VS_OK;
+    uint8_t *data = NULL;
+    size_t data_size = 0;
+    ok = ok && vs_changeset_writer_finish(writer, 1, 1, 0, &data, &data_size) == VS_OK;
+    ok = ok && data_size >= size && memcmp(data + data_size - size, expected, size) == 0;
+    free(data);
+    vs_changeset_writer_destroy(&writer);
+    return ok;
+}
+
+/*  Every value takes msgpack's shortest form, byte for byte as msgpack-c packs it: integers
+    at each width's edges, floats, nil, str and bin at each length's edges, and the headers
+    of the change (array, table index, op, value count) past their one-byte forms.           */
+static void test_changes_encoding(void)
+{
+    static const struct {
+        int64_t value;
+        const char *hex;
+    } integers[] = {
+        {0, "00"},
+        {127, "7f"},
+        {128, "cc80"},
+        {255, "ccff"},
+        {256, "cd0100"},
+        {65535, "cdffff"},
+        {65536, "ce00010000"},
+        {4294967295, "ceffffffff"},
+        {4294967296, "cf0000000100000000"},
+        {INT64_MAX, "cf7fffffffffffffff"},
+        {-1, "ff"},
+        {-32, "e0"},
+        {-33, "d0df"},
+        {-128, "d080"},
+        {-129, "d1ff7f"},
+        {-32768, "d18000"},
+        {-32769, "d2ffff7fff"},
+        {INT32_MIN, "d280000000"},
+        {(int64_t) INT32_MIN - 1, "d3ffffffff7fffffff"},
+        {INT64_MIN, "d38000000000000000"},
+    };
+    for (size_t index = 0; index < sizeof integers / sizeof integers[0]; index++) {
+        uint8_t expected[16];
+        size_t size = strlen(integers[index].hex) / 2;
+        for (size_t byte = 0; byte < size; byte++) {
+            unsigned int nibbles = 0;
+            sscanf(integers[index].hex + 2 * byte, "%2x", &nibbles);
+            expected[byte] = (uint8_t) nibbles;
+        }
+        vs_value_t value = s_integer(integers[index].value);
+        if (!s_change_ends_with(1, 1, &value, expected, size)) {
+            fprintf(stderr, "  integer %lld: not %s\n", (long long) integers[index].value,
+                    integers[index].hex);
+            VS_CHECK(false);
+        }
+    }
+    /*  [[0, 1, [1.5]]] and [[0, 1, [nil]]], with the change's headers.                       */
+    vs_value_t real = s_real(1.5);
+    const uint8_t real_bytes[] = {0x91, 0x93, 0x00, 0x01, 0x91, 0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0};
+    VS_CHECK(s_change_ends_with(1, 1, &real, real_bytes, sizeof real_bytes));
+    vs_value_t nil = s_null();
+    const uint8_t nil_bytes[] = {0x91, 0x93, 0x00, 0x01, 0x91, 0xc0};
+    VS_CHECK(s_change_ends_with(1, 1, &nil, nil_bytes, sizeof nil_bytes));
+    /*  str and bin: the header before the body, at every length edge.                        */
+    static uint8_t body[65537];
+    memset(body, 'x', sizeof body);
+    static const struct {
+        vs_type_t type;
+        size_t length;
+        uint8_t head[5];
+        size_t head_size;
+    } strings[] = {
+        {VS_TEXT, 0, {0xa0}, 1},
+        {VS_TEXT, 31, {0xbf}, 1},
+        {VS_TEXT, 32, {0xd9, 32}, 2},
+        {VS_TEXT, 255, {0xd9, 0xff}, 2},
+        {VS_TEXT, 256, {0xda, 0x01, 0x00}, 3},
+        {VS_TEXT, 65535, {0xda, 0xff, 0xff}, 3},
+        {VS_TEXT, 65536, {0xdb, 0x00, 0x01, 0x00, 0x00}, 5},
+        {VS_BLOB, 1, {0xc4, 1}, 2},
+        {VS_BLOB, 255, {0xc4, 0xff}, 2},
+        {VS_BLOB, 256, {0xc5, 0x01, 0x00}, 3},
+        {VS_BLOB, 65535, {0xc5, 0xff, 0xff}, 3},
+        {VS_BLOB, 65536, {0xc6, 0x00, 0x01, 0x00, 0x00}, 5},
+    };
+    static uint8_t expected[65536 + 16];
+    for (size_t index = 0; index < sizeof strings / sizeof strings[0]; index++) {
+        vs_value_t value = {.type = strings[index].type};
+        value.as.bytes.data = (const char *) body;
+        value.as.bytes.size = strings[index].length;
+        size_t size = 0;
+        memcpy(expected, strings[index].head, strings[index].head_size);
+        size += strings[index].head_size;
+        memcpy(expected + size, body, strings[index].length);
+        size += strings[index].length;
+        if (!s_change_ends_with(1, 1, &value, expected, size)) {
+            fprintf(stderr, "  %s of %zu bytes: wrong header\n",
+                    strings[index].type == VS_TEXT ? "str" : "bin", strings[index].length);
+            VS_CHECK(false);
+        }
+    }
+    /*  16 values: array16; table index 199: uint8.                                          */
+    vs_value_t sixteen[16];
+    for (size_t index = 0; index < 16; index++) {
+        sixteen[index] = s_integer((int64_t) index);
+    }
+    uint8_t wide[6 + 16] = {0x93, 0x00, 0x01, 0xdc, 0x00, 0x10};
+    for (size_t index = 0; index < 16; index++) {
+        wide[6 + index] = (uint8_t) index;
+    }
+    VS_CHECK(s_change_ends_with(1, 16, sixteen, wide, 6 + 16));
+    vs_value_t one = s_integer(7);
+    const uint8_t far[] = {0x93, 0xcc, 0xc7, 0x01, 0x91, 0x07};
+    VS_CHECK(s_change_ends_with(200, 1, &one, far, sizeof far));
+}
+
 static void test_value_round_trip(void)
 {
     static const int64_t integers[] = {
@@ -2493,6 +2625,7 @@ int main(void)
 {
     vs_test_run("helpers", test_helpers);
     vs_test_run("value_round_trip", test_value_round_trip);
+    vs_test_run("changes_encoding", test_changes_encoding);
     vs_test_run("big_blob", test_big_blob);
     vs_test_run("wide_table", test_wide_table);
     vs_test_run("many_tables", test_many_tables);
