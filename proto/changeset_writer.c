@@ -145,7 +145,6 @@ int vs_changeset_writer_add_table(vs_changeset_writer_t *self, const char *name,
     return VS_OK;
 }
 
-/*  Appends [table, op, [value...]] after checking every value.                                 */
 /*  In-place msgpack for the changes, the hot path of every read a publisher makes: the same
     bytes msgpack-c's packer writes (the shortest form of each value; the golden vectors and
     test_changes_encoding hold them), written into room the caller has reserved.             */
@@ -222,6 +221,7 @@ static uint8_t *s_put_bytes(uint8_t *out, vs_type_t type, const void *data, size
     return out + size;
 }
 
+/*  Appends [table, op, [value...]] after checking every value.                                 */
 static int s_append_change(vs_changeset_writer_t *self, uint32_t table_index, vs_op_t op,
                            size_t value_count, const vs_value_t *values)
 {

@@ -1226,11 +1226,11 @@ static int s_apply_change(vs_apply_t *self, const vs_changeset_t *set, const vs_
         code = s_queue_upsert(self, set, mapping, change);
     } else if (change->op == VS_OP_DELETE && change->value_count == mapping->pk_count) {
         code = s_queue_flush(self, set); /* the upserts before this delete come first */
-        int rc = SQLITE_OK;
-        for (uint32_t key = 0; key < change->value_count && rc == SQLITE_OK; key++) {
-            rc = s_bind(mapping->delete, (int) key + 1, &change->values[key]);
-        }
         if (code == VS_OK) {
+            int rc = SQLITE_OK;
+            for (uint32_t key = 0; key < change->value_count && rc == SQLITE_OK; key++) {
+                rc = s_bind(mapping->delete, (int) key + 1, &change->values[key]);
+            }
             code = s_step_change(self, mapping->delete, rc, set, change->table, VS_OP_DELETE);
         }
     } else {

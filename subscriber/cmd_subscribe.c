@@ -31,8 +31,9 @@ static const char s_help[] =
     page cache grows in the actor thread, and glibc grows a thread's own arena by one
     mprotect per page (15,000 calls in a 1M-row replay, each a TLB flush on the other core);
     the main arena grows by brk, 128 KiB at a time. Replays of one 1M-row history (W3), with
-    and without: 13-18% faster in four pairs. Not for the broker or the publisher, whose
-    I/O threads allocate as much as their actors: in W1 they used more CPU with it.         */
+    and without, side by side: 1.11-1.42x pair by pair (bench/README.md). Not for the broker
+    or the publisher, whose I/O threads allocate as much as their actors: in W1 they used
+    more CPU with it.                                                                        */
 static void s_one_arena(void)
 {
 #ifdef M_ARENA_MAX
