@@ -253,6 +253,7 @@ int vs_cli_agent_parse(const char *command, const char *help, int argc, char **a
         {"broker-key", required_argument, NULL, 'k'}, {"cert", required_argument, NULL, 'c'},
         {"live", required_argument, NULL, 'l'},       {"stream", required_argument, NULL, 's'},
         {"table", required_argument, NULL, 't'},      {"help", no_argument, NULL, 'h'},
+        {"linger", required_argument, NULL, 'g'},
         {NULL, 0, NULL, 0},
     };
     memset(options, 0, sizeof *options);
@@ -274,6 +275,7 @@ int vs_cli_agent_parse(const char *command, const char *help, int argc, char **a
         case 'l': options->live = optarg; break;
         case 's': options->streams[options->stream_count++] = optarg; break;
         case 't': options->tables[options->table_count++] = optarg; break;
+        case 'g': options->linger = optarg; break;
         case 'h': fputs(help, stdout); return VS_CLI_EXIT_OK;
         default:
             vs_cli_error(command, "unknown or incomplete option '%s' (see --help)",
@@ -283,6 +285,10 @@ int vs_cli_agent_parse(const char *command, const char *help, int argc, char **a
     }
     if (optind < argc) {
         vs_cli_error(command, "unexpected argument '%s' (see --help)", argv[optind]);
+        return VS_CLI_EXIT_USAGE;
+    }
+    if (options->linger && strcmp(command, "publish") != 0) {
+        vs_cli_error(command, "--linger is an option of publish (see --help)");
         return VS_CLI_EXIT_USAGE;
     }
     if (!options->db || !options->broker || !options->broker_key_path || !options->cert_path) {

@@ -70,11 +70,13 @@ typedef struct {
     size_t stream_count;
     const char **tables;     /* every --table                                           */
     size_t table_count;
+    const char *linger;      /* --linger as given (publish only), NULL when not given   */
     char *broker_key;        /* loaded by vs_cli_agent_load_keys: Z85, owned            */
     zcert_t *cert;           /* loaded by vs_cli_agent_load_keys: owned                 */
 } vs_cli_agent_options_t;
 
-/*  Parses --db --broker --broker-key --cert --live --stream... --table... --help, checks the
+/*  Parses --db --broker --broker-key --cert --live --stream... --table... --linger --help
+    (--linger is refused by every command but publish), checks the
     required ones, the endpoints and the stream names. Returns -1 when the command should go
     on, else the exit code to return (0 after printing help, 2 after a usage error).      */
 int vs_cli_agent_parse(const char *command, const char *help, int argc, char **argv,

@@ -1,6 +1,8 @@
 /*  cmd_publish.c - versync publish: parses argv, installs logging, runs the publisher actor
     until SIGINT or SIGTERM.                                                                   */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -8,7 +10,7 @@
 
 static const char s_help[] =
     "usage: versync publish --db FILE --broker EP --broker-key PUBLIC --cert SECRET\n"
-    "                       [--live EP] [--stream NAME] [--table NAME]...\n"
+    "                       [--live EP] [--stream NAME] [--table NAME]... [--linger MS]\n"
     "\n"
     "Attaches to an existing master SQLite database that other programs keep writing to,\n"
     "captures every INSERT, UPDATE and DELETE of its tables with triggers (rows that exist\n"
@@ -23,6 +25,10 @@ static const char s_help[] =
     "  --stream NAME       stream name, default the database file name without extension\n"
     "  --table NAME        replicate only this table (repeatable); default all tables with\n"
     "                      a primary key (tables without one are reported and skipped)\n"
+    "  --linger MS         under sustained load, let a change set wait up to MS ms after\n"
+    "                      the previous one for more commits: fewer, larger sets (default\n"
+    "                      20, at most 10000; 0: never wait). A commit that finds the\n"
+    "                      publisher idle is sent at once whatever the setting\n"
     "\n"
     "Stops cleanly on SIGINT or SIGTERM. Log lines go to stderr (VERSYNC_LOG=debug for more).\n";
 
@@ -38,6 +44,17 @@ int vs_cmd_publish(int argc, char **argv)
         vs_cli_error("publish", "one --stream at most: a database publishes one stream");
         goto cleanup;
     }
+    int linger_ms = 0; /* the default */
+    if (options.linger) {
+        char *end = NULL;
+        errno = 0;
+        long value = strtol(options.linger, &end, 10);
+        if (errno || end == options.linger || *end || value < 0 || value > 10000) {
+            vs_cli_error("publish", "--linger must be a number of milliseconds from 0 to 10000");
+            goto cleanup;
+        }
+        linger_ms = value == 0 ? -1 : (int) value;
+    }
     exit_code = VS_CLI_EXIT_RUNTIME;
     if (!vs_cli_agent_load_keys("publish", &options)) {
         goto cleanup;
@@ -50,6 +67,7 @@ int vs_cmd_publish(int argc, char **argv)
         .stream = options.stream_count ? options.streams[0] : NULL,
         .tables = options.tables,
         .table_count = options.table_count,
+        .linger_ms = linger_ms,
         .logger = vs_cli_logger(),
     };
     zactor_t *publisher = vs_cli_start_actor("publish", vs_publisher_actor, &config);

@@ -23,6 +23,8 @@
         an invalid stream name, a bad broker key or endpoint.
       - Tables without a PRIMARY KEY or with more than 8 key columns are skipped with a warning
         when replicating every table; tables created later are attached on the fly.
+      - Under sustained load (3 ACKs in a row found commits waiting) a set waits until
+        linger_ms after the previous read for more commits; an idle publisher sends at once.
       - Up to 8 change sets (8 MiB) are in flight. ERROR VS_ESTORE from the broker, or no ACK
         within 5 s, makes the publisher resend from the last acknowledged version.
       - "FATAL" when the broker refuses a set for another reason (VS_EAUTH, VS_EPROTO, ...),
@@ -49,6 +51,9 @@ typedef struct {
     const char *const *tables;     /* only these tables; table_count 0 means all             */
     size_t table_count;
     size_t changeset_target;       /* cut a change set past this many bytes; 0: 256 KiB      */
+    int linger_ms;                 /* under load, how long a set may wait after the previous
+                                      read for more commits: 0: 20 ms, negative: never;
+                                      at most 10000                                          */
     vs_logger_t logger;            /* where log lines go; {0} is silent                      */
 } vs_publisher_config_t;
 

@@ -1090,6 +1090,8 @@ typedef struct {
     bool seen[2001]; /* ids of table t upserted                      */
     size_t seen_count;
     size_t upserts; /* UPSERT changes received                      */
+    uint64_t set_first[64]; /* first and last version of the first 64 sets  */
+    uint64_t set_last[64];
 } s_broker_t;
 
 static bool s_broker_start(s_broker_t *broker)
@@ -1170,6 +1172,10 @@ static void s_broker_serve(s_broker_t *broker, int timeout_ms)
             zmsg_destroy(&message);
             continue;
         }
+        if (broker->received < 64) {
+            broker->set_first[broker->received] = changeset.first_version;
+            broker->set_last[broker->received] = changeset.last_version;
+        }
         broker->received++;
         snprintf(broker->publisher, sizeof broker->publisher, "%.*s", (int) msg.publisher.size,
                  msg.publisher.data);
@@ -1223,14 +1229,24 @@ static void s_log_to_stderr(void *arg, vs_log_level_t level, const char *line)
             (int) level, line);
 }
 
-static zactor_t *s_publisher_start(const char *path, s_broker_t *broker, zcert_t *cert,
-                                   char *answer, size_t answer_size)
+/*  True once a message waits at the broker, within timeout_ms; receives nothing.             */
+static bool s_broker_readable(s_broker_t *broker, int timeout_ms)
+{
+    zpoller_t *poller = zpoller_new(broker->router, NULL);
+    bool readable = zpoller_wait(poller, timeout_ms) != NULL;
+    zpoller_destroy(&poller);
+    return readable;
+}
+
+static zactor_t *s_publisher_start_linger(const char *path, s_broker_t *broker, zcert_t *cert,
+                                          int linger_ms, char *answer, size_t answer_size)
 {
     vs_publisher_config_t config = {
         .db_path = path,
         .broker_endpoint = broker->endpoint,
         .broker_public_key = zcert_public_txt(broker->cert),
         .cert = cert,
+        .linger_ms = linger_ms,
     };
     if (getenv("VS_TEST_VERBOSE")) {
         config.logger.fn = s_log_to_stderr;
@@ -1248,6 +1264,12 @@ static zactor_t *s_publisher_start(const char *path, s_broker_t *broker, zcert_t
     }
     zstr_free(&status);
     return actor;
+}
+
+static zactor_t *s_publisher_start(const char *path, s_broker_t *broker, zcert_t *cert,
+                                   char *answer, size_t answer_size)
+{
+    return s_publisher_start_linger(path, broker, cert, 0, answer, answer_size);
 }
 
 static void s_insert_rows(sqlite3 *db, int from, int to)
@@ -1348,6 +1370,90 @@ static void test_actor_publishes(void)
     VS_CHECK(cpu_ms < 200);
     zactor_destroy(&publisher);
     sqlite3_close(db);
+    zcert_destroy(&cert);
+    s_broker_stop(&broker);
+}
+
+static int64_t s_acked_version(sqlite3 *db)
+{
+    return s_query_int(db, "SELECT value FROM _versync_meta WHERE key = 'acked_version'");
+}
+
+/*  Three times in a row the broker acknowledges a set while a commit of ten rows waits: with
+    a linger, the fourth set waits for more commits; without, it leaves with the ACK. Either
+    way, a commit that finds the publisher idle leaves at once. The bounds are seconds wide
+    on a path that takes milliseconds.                                                     */
+static void s_check_linger(int linger_ms)
+{
+    s_broker_t broker;
+    VS_REQUIRE(s_broker_start(&broker));
+    char name[64];
+    snprintf(name, sizeof name, "linger_%d", linger_ms);
+    const char *path = s_make_db(name, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);");
+    zcert_t *cert = zcert_new();
+    char answer[512];
+    zactor_t *publisher =
+        s_publisher_start_linger(path, &broker, cert, linger_ms, answer, sizeof answer);
+    VS_REQUIRE(publisher != NULL);
+    VS_CHECK(strcmp(answer, "OK") == 0);
+    sqlite3 *db = s_connect(path);
+    s_insert_rows(db, 1, 10); /* versions 1..10: the publisher is idle, the set leaves */
+    VS_CHECK(s_broker_readable(&broker, 10000));
+    for (int round = 1; round <= 3; round++) {
+        /* committed while the last set waits for its ACK, then the ACK */
+        s_insert_rows(db, round * 10 + 1, round * 10 + 10);
+        s_broker_serve(&broker, 0);
+        if (round < 3) {
+            VS_CHECK(s_broker_readable(&broker, 10000));
+        }
+    }
+    VS_CHECK(broker.received == 3);
+    bool lingers = linger_ms >= 0;
+    /* The fourth set: at once without a linger; with one, not within a second. */
+    VS_CHECK(s_broker_readable(&broker, lingers ? 1000 : 10000) == !lingers);
+    s_insert_rows(db, 41, 50);
+    s_insert_rows(db, 51, 60);
+    int64_t deadline = zclock_mono() + 15000;
+    while (broker.highest < 60 && zclock_mono() < deadline) {
+        s_broker_serve(&broker, 100);
+    }
+    VS_CHECK(broker.highest == 60);
+    VS_CHECK(broker.set_first[3] == 31);
+    /* With a linger, one set carries the three transactions; without, the first goes alone. */
+    VS_CHECK(broker.set_last[3] == (lingers ? 60 : 40));
+    VS_CHECK(broker.received == (lingers ? 4u : 5u));
+    /* Every ACK handled (the log trims after them): the window emptied with nothing waiting. */
+    deadline = zclock_mono() + 10000;
+    while (s_acked_version(db) != 60 && zclock_mono() < deadline) {
+        s_broker_serve(&broker, 20);
+    }
+    VS_CHECK(s_acked_version(db) == 60);
+    size_t before = broker.received;
+    s_insert_rows(db, 61, 70);
+    VS_CHECK(s_broker_readable(&broker, lingers ? linger_ms / 2 : 10000));
+    s_broker_serve(&broker, 0);
+    VS_CHECK(broker.received == before + 1 && broker.set_first[before] == 61 &&
+             broker.set_last[before] == 70);
+    VS_CHECK(broker.seen_count == 70 && broker.bad == 0);
+    zactor_destroy(&publisher);
+    sqlite3_close(db);
+    zcert_destroy(&cert);
+    s_broker_stop(&broker);
+}
+
+static void test_actor_lingers_under_load(void)
+{
+    s_check_linger(4000);
+    s_check_linger(-1);
+    /* Over the limit: refused at start. */
+    s_broker_t broker;
+    VS_REQUIRE(s_broker_start(&broker));
+    const char *path = s_make_db("linger_limit", "CREATE TABLE t (id INTEGER PRIMARY KEY);");
+    zcert_t *cert = zcert_new();
+    char answer[512];
+    zactor_t *publisher = s_publisher_start_linger(path, &broker, cert, 10001, answer, sizeof answer);
+    VS_CHECK(publisher != NULL && strstr(answer, "ERROR linger 10001 ms") == answer);
+    zactor_destroy(&publisher);
     zcert_destroy(&cert);
     s_broker_stop(&broker);
 }
@@ -1598,6 +1704,7 @@ int main(void)
     vs_test_run("changed", test_changed);
     vs_test_run("throughput", test_throughput);
     vs_test_run("actor_publishes", test_actor_publishes);
+    vs_test_run("actor_lingers_under_load", test_actor_lingers_under_load);
     vs_test_run("actor_resends", test_actor_resends);
     vs_test_run("actor_throughput", test_actor_throughput);
     vs_test_run("actor_store_error_and_timeout", test_actor_store_error_and_timeout);
