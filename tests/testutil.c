@@ -22,6 +22,10 @@ void vs_test_fail(const char *file, int line, const char *expression)
 
 void vs_test_run(const char *name, void (*test)(void))
 {
+    const char *only = getenv("VS_TEST_ONLY"); /* run just this test (when debugging one) */
+    if (only && *only && strcmp(only, name) != 0) {
+        return;
+    }
     int before = vs_test_failures;
     fprintf(stderr, "test %s ...\n", name);
     test();
