@@ -172,7 +172,8 @@ static int s_check_change(vs_mp_reader_t *reader, const s_table_shape_t *shapes,
     return VS_OK;
 }
 
-int vs_changeset_open(vs_changeset_t *self, const void *data, size_t size, const char **why)
+static int s_open(vs_changeset_t *self, const void *data, size_t size, bool check_changes,
+                  const char **why)
 {
     s_table_shape_t shapes[VS_MAX_TABLES];
     vs_mp_reader_t reader;
@@ -241,13 +242,13 @@ int vs_changeset_open(vs_changeset_t *self, const void *data, size_t size, const
         return s_fail(why, VS_EPROTO, reader.why);
     }
     changes_start = reader.pos;
-    for (uint32_t change = 0; change < change_count; change++) {
+    for (uint32_t change = 0; check_changes && change < change_count; change++) {
         rc = s_check_change(&reader, shapes, table_count, why);
         if (rc != VS_OK) {
             return rc;
         }
     }
-    if (reader.pos != reader.end) {
+    if (check_changes && reader.pos != reader.end) {
         return s_fail(why, VS_EPROTO, "trailing bytes after the change set");
     }
 
@@ -295,6 +296,22 @@ int vs_changeset_open(vs_changeset_t *self, const void *data, size_t size, const
     return VS_OK;
 }
 
+int vs_changeset_open(vs_changeset_t *self, const void *data, size_t size, const char **why)
+{
+    return s_open(self, data, size, true, why);
+}
+
+int vs_changeset_open_incremental(vs_changeset_t *self, const void *data, size_t size,
+                                  const char **why)
+{
+    return s_open(self, data, size, false, why);
+}
+
+const char *vs_changeset_error(const vs_changeset_t *self)
+{
+    return self ? self->error : NULL;
+}
+
 bool vs_changeset_next(vs_changeset_t *self, vs_change_t *change)
 {
     vs_mp_reader_t reader;
@@ -302,23 +319,48 @@ bool vs_changeset_next(vs_changeset_t *self, vs_change_t *change)
     uint64_t table;
     uint64_t op;
     uint32_t value_count;
-    if (self == NULL || change == NULL || self->next_change >= self->change_count) {
+    if (self == NULL || change == NULL) {
         return false;
     }
-    /*  The bytes passed vs_changeset_open; the checks below only guard against misuse.       */
+    if (self->next_change >= self->change_count) {
+        if (!self->error && self->cursor != self->end) {
+            self->error = "trailing bytes after the change set";
+            self->cursor = self->end;
+        }
+        return false;
+    }
+    /*  After vs_changeset_open these checks only guard against misuse; after
+        vs_changeset_open_incremental they are the validation, the same as s_check_change's
+        (vs_mp_read_value accepts exactly what vs_mp_skip_value does).                       */
     reader.pos = self->cursor;
     reader.end = self->end;
     reader.why = NULL;
-    if (vs_mp_read_array(&reader, &count) != VS_OK || count != 3 ||
-        vs_mp_read_uint(&reader, &table) != VS_OK || table >= self->table_count ||
-        vs_mp_read_uint(&reader, &op) != VS_OK ||
-        vs_mp_read_array(&reader, &value_count) != VS_OK) {
+    if (vs_mp_read_array(&reader, &count) != VS_OK) {
+        goto corrupt;
+    }
+    if (count != 3) {
+        reader.why = "a change must be [table, op, values]";
+        goto corrupt;
+    }
+    if (vs_mp_read_uint(&reader, &table) != VS_OK || vs_mp_read_uint(&reader, &op) != VS_OK) {
+        goto corrupt;
+    }
+    if (table >= self->table_count) {
+        reader.why = "change names a table index out of range";
+        goto corrupt;
+    }
+    if (op != VS_OP_UPSERT && op != VS_OP_DELETE) {
+        reader.why = "change op is neither 1 (UPSERT) nor 2 (DELETE)";
+        goto corrupt;
+    }
+    if (vs_mp_read_array(&reader, &value_count) != VS_OK) {
         goto corrupt;
     }
     {
         const vs_table_t *shape = &self->tables[table];
-        uint32_t expected = op == VS_OP_UPSERT ? shape->column_count : shape->pk_count;
-        if ((op != VS_OP_UPSERT && op != VS_OP_DELETE) || value_count != expected) {
+        if (value_count != (op == VS_OP_UPSERT ? shape->column_count : shape->pk_count)) {
+            reader.why = op == VS_OP_UPSERT ? "UPSERT value count differs from the table's columns"
+                                            : "DELETE value count differs from the table's key";
             goto corrupt;
         }
     }
@@ -337,6 +379,8 @@ bool vs_changeset_next(vs_changeset_t *self, vs_change_t *change)
 
 corrupt:
     self->next_change = self->change_count;
+    self->error = reader.why ? reader.why : "malformed change";
+    self->cursor = self->end;
     return false;
 }
 
@@ -347,6 +391,7 @@ void vs_changeset_rewind(vs_changeset_t *self)
     }
     self->cursor = self->changes;
     self->next_change = 0;
+    self->error = NULL;
 }
 
 void vs_changeset_close(vs_changeset_t *self)

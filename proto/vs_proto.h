@@ -215,6 +215,7 @@ typedef struct {
     size_t next_change;
     vs_value_t *value_buffer;
     const uint8_t *changes; /* the first change, for vs_changeset_rewind */
+    const char *error;      /* why iteration stopped early, NULL: it did not */
 } vs_changeset_t;
 
 /*  Validates the whole encoded set (every table, change, type, count and index) without
@@ -224,6 +225,20 @@ typedef struct {
     why is not NULL), and *self needs no close (a close is still safe).
     Changes of each table must have exactly the counts its header declares.                    */
 int vs_changeset_open(vs_changeset_t *self, const void *data, size_t size, const char **why);
+
+/*  The same, except that the changes are validated one by one as vs_changeset_next reads them,
+    not up front: the header and tables are checked here, and a set accepted by
+    vs_changeset_open is accepted here. For a reader that goes through every change once and
+    can undo what it did with the earlier ones (a slave's transaction): one pass over the
+    bytes instead of two. After vs_changeset_next returns false, vs_changeset_error tells
+    whether the set was whole.                                                               */
+int vs_changeset_open_incremental(vs_changeset_t *self, const void *data, size_t size,
+                                  const char **why);
+
+/*  NULL when iteration has not stopped early, else why: a malformed change, fewer changes
+    than declared, or trailing bytes after the last (checked by the vs_changeset_next call
+    that returns false at the end).                                                          */
+const char *vs_changeset_error(const vs_changeset_t *self);
 
 /*  Produces the next change in *change. Returns true while there was one, false at the end.   */
 bool vs_changeset_next(vs_changeset_t *self, vs_change_t *change);

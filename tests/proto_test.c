@@ -245,6 +245,33 @@ static int s_decode(vs_msg_t *msg, const void *data, size_t size)
     return rc;
 }
 
+/*  Opens with vs_changeset_open_incremental and reads every change: VS_OK when the set came
+    out whole, else open's code, or VS_EPROTO when the iteration stopped early (with a reason).  */
+static int s_open_incremental_all(const void *data, size_t size)
+{
+    vs_changeset_t set;
+    const char *why = NULL;
+    int rc = vs_changeset_open_incremental(&set, data, size, &why);
+    if (rc != VS_OK) {
+        return rc;
+    }
+    vs_change_t change;
+    size_t count = 0;
+    while (vs_changeset_next(&set, &change)) {
+        count++;
+    }
+    const char *error = vs_changeset_error(&set);
+    rc = error ? VS_EPROTO : VS_OK;
+    if (error) {
+        VS_CHECK(error[0] != '\0');
+    } else {
+        VS_CHECK(count == set.change_count);
+    }
+    vs_changeset_close(&set);
+    return rc;
+}
+
+/*  vs_changeset_open, checking on the way that the incremental open accepts the same sets.    */
 static int s_open(vs_changeset_t *set, const void *data, size_t size)
 {
     const char *why = NULL;
@@ -252,6 +279,7 @@ static int s_open(vs_changeset_t *set, const void *data, size_t size)
     if (rc != VS_OK) {
         VS_CHECK(why != NULL && why[0] != '\0');
     }
+    VS_CHECK((s_open_incremental_all(data, size) == VS_OK) == (rc == VS_OK));
     return rc;
 }
 
@@ -1707,10 +1735,13 @@ static size_t s_prefix_accepted(const uint8_t *data, size_t size, bool changeset
         }
         if (changeset) {
             vs_changeset_t set;
-            if (vs_changeset_open(&set, copy, length, NULL) == VS_OK) {
+            int rc = vs_changeset_open(&set, copy, length, NULL);
+            if (rc == VS_OK) {
                 accepted++;
                 vs_changeset_close(&set);
             }
+            /*  Every truncation: the incremental open refuses too, while reading the changes. */
+            accepted += (s_open_incremental_all(copy, length) == VS_OK) != (rc == VS_OK);
         } else {
             vs_msg_t msg;
             if (vs_msg_decode(&msg, copy, length, NULL) == VS_OK) {
@@ -2264,6 +2295,10 @@ static void test_mutations(void)
         }
         vs_changeset_t set;
         rc = vs_changeset_open(&set, exact, size, NULL);
+        /*  The incremental open, reading every change, accepts exactly the same sets.        */
+        int incremental = s_open_incremental_all(exact, size);
+        bad += (incremental == VS_OK) != (rc == VS_OK);
+        odd_codes += incremental != VS_OK && incremental != VS_EPROTO && incremental != VS_EMSGSIZE;
         if (rc == VS_OK) {
             sets_ok++;
             vs_changeset_close(&set);

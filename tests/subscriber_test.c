@@ -952,6 +952,81 @@ static void test_apply_store_error(void)
     s_history_free(&history);
 }
 
+/*  A set whose header and first changes are fine but which goes bad later (its last value
+    cut short; one byte after its last change) is refused after its earlier changes were
+    applied: the batch rolls back, so neither it nor the uncommitted set before it leaves a
+    row, and a slave and a verify-only store alike take the good history afterwards.        */
+static void test_apply_bad_tail(void)
+{
+    const char *path = s_db_path("apply_bad_tail");
+    uint8_t *first;
+    size_t first_size;
+    uint8_t *second;
+    size_t second_size;
+    s_items_set(1, VS_CHANGESET_CONSISTENT, 1, 40, "a", NULL, 0, &first, &first_size);
+    s_items_set(2, VS_CHANGESET_CONSISTENT, 41, 80, "b", NULL, 0, &second, &second_size);
+    s_history_t history = {.stream = "s"};
+    s_history_add(&history, first, first_size);
+    s_history_add(&history, second, second_size);
+    uint8_t *longer = malloc(second_size + 1);
+    VS_REQUIRE(longer);
+    memcpy(longer, second, second_size);
+    longer[second_size] = 0xc0;
+    struct {
+        const uint8_t *data;
+        size_t size;
+    } bad[2] = {{second, second_size - 1}, {longer, second_size + 1}};
+    for (int verify_only = 0; verify_only <= 1; verify_only++) {
+        for (size_t variant = 0; variant < 2; variant++) {
+            vs_apply_t *store = NULL;
+            char why[256] = "";
+            if (verify_only) {
+                VS_CHECK(vs_apply_open(&store, NULL, NULL, 0, why, sizeof why) == VS_OK);
+            } else {
+                store = s_open(path);
+            }
+            VS_REQUIRE(store);
+            const s_set_t *one = &history.sets[0];
+            VS_CHECK(vs_apply_set(store, "s", 1, one->hash, one->data, one->size, NULL) == VS_OK);
+            VS_CHECK(vs_apply_in_batch(store));
+            uint8_t hash[VS_HASH_SIZE];
+            vs_chain_next(one->hash, bad[variant].data, bad[variant].size, hash);
+            VS_CHECK(vs_apply_set(store, "s", 2, hash, bad[variant].data, bad[variant].size,
+                                  NULL) == VS_EPROTO);
+            VS_CHECK(strstr(vs_apply_error(store), "bad change set") != NULL);
+            VS_CHECK(!vs_apply_in_batch(store));
+            uint64_t seq = 99;
+            VS_CHECK(vs_apply_position(store, "s", &seq, NULL) == VS_OK && seq == 0);
+            uint64_t upserts = 99;
+            uint64_t deletes = 99;
+            vs_apply_counts(store, &upserts, &deletes);
+            VS_CHECK(upserts == 0 && deletes == 0);
+            if (!verify_only) {
+                VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") <= 0);
+            }
+            /*  The good history goes in whole afterwards.                                     */
+            for (size_t index = 0; index < history.count; index++) {
+                const s_set_t *set = &history.sets[index];
+                VS_CHECK(vs_apply_set(store, "s", set->seq, set->hash, set->data, set->size,
+                                      NULL) == VS_OK);
+            }
+            VS_CHECK(vs_apply_commit(store) == VS_OK);
+            vs_apply_counts(store, &upserts, &deletes);
+            VS_CHECK(upserts == 80 && deletes == 0);
+            vs_apply_close(&store);
+            if (!verify_only) {
+                VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") == 80);
+                VS_CHECK(s_query_int(path, "SELECT count(*) FROM items WHERE name LIKE '%-b'") ==
+                         40);
+                VS_CHECK(s_exec(path, "DROP TABLE items; DELETE FROM _versync_state") ==
+                         SQLITE_OK);
+            }
+        }
+    }
+    free(longer);
+    s_history_free(&history);
+}
+
 /* ------------------------------------------------------------------------------------------
     The actor against a fake broker: a ROUTER serving FETCH from in-memory histories and an
     XPUB (so the test sees the subscription arrive) sending LIVE and HEARTBEAT, both CURVE
@@ -1680,6 +1755,7 @@ int main(void)
     vs_test_run("apply_delete_and_filter", test_apply_delete_and_filter);
     vs_test_run("apply_many_rows", test_apply_many_rows);
     vs_test_run("apply_store_error", test_apply_store_error);
+    vs_test_run("apply_bad_tail", test_apply_bad_tail);
     vs_test_run("apply_verify_only", test_apply_verify_only);
     vs_test_run("actor_catch_up_and_live", test_actor_catch_up_and_live);
     vs_test_run("actor_behind_and_fork", test_actor_behind_and_fork);
