@@ -8,6 +8,9 @@
 #include "cli.h"
 #include "vs_publisher.h"
 
+#define S_STRING(x)  S_STRING_(x)
+#define S_STRING_(x) #x
+
 static const char s_help[] =
     "usage: versync publish --db FILE --broker EP --broker-key PUBLIC --cert SECRET\n"
     "                       [--live EP] [--stream NAME] [--table NAME]... [--linger MS]\n"
@@ -27,7 +30,8 @@ static const char s_help[] =
     "                      a primary key (tables without one are reported and skipped)\n"
     "  --linger MS         under sustained load, let a change set wait up to MS ms after\n"
     "                      the previous one for more commits: fewer, larger sets (default\n"
-    "                      20, at most 10000; 0: never wait). A commit that finds the\n"
+    "                      " S_STRING(VS_PUBLISHER_LINGER_DEFAULT_MS) ", at most " S_STRING(
+        VS_PUBLISHER_LINGER_MAX_MS) "; 0: never wait). A commit that finds the\n"
     "                      publisher idle is sent at once whatever the setting\n"
     "\n"
     "Stops cleanly on SIGINT or SIGTERM. Log lines go to stderr (VERSYNC_LOG=debug for more).\n";
@@ -49,8 +53,10 @@ int vs_cmd_publish(int argc, char **argv)
         char *end = NULL;
         errno = 0;
         long value = strtol(options.linger, &end, 10);
-        if (errno || end == options.linger || *end || value < 0 || value > 10000) {
-            vs_cli_error("publish", "--linger must be a number of milliseconds from 0 to 10000");
+        if (errno || end == options.linger || *end || value < 0 ||
+            value > VS_PUBLISHER_LINGER_MAX_MS) {
+            vs_cli_error("publish", "--linger must be a number of milliseconds from 0 to %d",
+                         VS_PUBLISHER_LINGER_MAX_MS);
             goto cleanup;
         }
         linger_ms = value == 0 ? -1 : (int) value;

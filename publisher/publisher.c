@@ -64,9 +64,7 @@
    already waiting, the writer is outpacing the round trip: the next read waits until the
    linger has passed since the previous one, unless a set's worth is waiting. A window that
    empties with nothing waiting ends it, so single commits (W2) still go at once. */
-#define S_LINGER_DEFAULT_MS 20
-#define S_LINGER_MAX_MS     10000
-#define S_LINGER_STREAK     3
+#define S_LINGER_STREAK 3
 
 typedef struct {
     uint64_t request_id;
@@ -212,13 +210,13 @@ static s_publisher_t *s_publisher_new(zsock_t *pipe, const vs_publisher_config_t
         snprintf(error, error_size, "no certificate given");
         goto failed;
     }
-    if (config->linger_ms > S_LINGER_MAX_MS) {
+    if (config->linger_ms > VS_PUBLISHER_LINGER_MAX_MS) {
         snprintf(error, error_size, "linger %d ms is over the limit of %d ms", config->linger_ms,
-                 S_LINGER_MAX_MS);
+                 VS_PUBLISHER_LINGER_MAX_MS);
         goto failed;
     }
     self->linger_ms = config->linger_ms < 0    ? 0
-                      : config->linger_ms == 0 ? S_LINGER_DEFAULT_MS
+                      : config->linger_ms == 0 ? VS_PUBLISHER_LINGER_DEFAULT_MS
                                                : config->linger_ms;
     self->stream = config->stream ? strdup(config->stream) : s_default_stream(config->db_path);
     if (!self->stream) {

@@ -42,6 +42,9 @@
 extern "C" {
 #endif
 
+#define VS_PUBLISHER_LINGER_DEFAULT_MS 20    /* linger_ms 0 means this          */
+#define VS_PUBLISHER_LINGER_MAX_MS     10000 /* a larger linger_ms is refused   */
+
 typedef struct {
     const char *db_path;           /* master database (must exist)                           */
     const char *broker_endpoint;   /* request endpoint, e.g. tcp://127.0.0.1:5570            */

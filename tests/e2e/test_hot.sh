@@ -4,8 +4,8 @@
 # outpaces the round trip to the broker, so the publisher lingers (--linger 500): a handful
 # of change sets carry the 300 transactions (with --linger 0, ACK clocking alone sent about
 # 50 here) and a row updated many times travels once a set. The slave must still end equal
-# to the master, row by row. A single commit after the burst still arrives, and --linger
-# refuses bad values.
+# to the master, row by row. A single commit after the burst still arrives; --linger takes
+# 0 to 10000 and nothing else, and only on publish.
 source "$(dirname "$0")/lib.sh" "$1"
 
 TABLES="hot events"
@@ -22,6 +22,21 @@ linger_refused() {   # linger_refused VALUE: publish exits 2 (usage) before conn
 check "--linger refuses a negative value" linger_refused -1
 check "--linger refuses a value over 10000" linger_refused 10001
 check "--linger refuses a value that is not a number" linger_refused 20ms
+linger_accepted() {   # linger_accepted VALUE: past the options, publish fails on the missing db
+    "$VERSYNC" publish --db "$ROOT/missing.db" --broker "tcp://127.0.0.1:$PORT" \
+        --broker-key "$ROOT/keys/broker" --cert "$ROOT/keys/pub1_secret" --linger "$1" \
+        >/dev/null 2>&1
+    [ $? -eq 1 ]
+}
+check "--linger takes 0 (never wait)" linger_accepted 0
+check "--linger takes 10000" linger_accepted 10000
+subscribe_refuses_linger() {
+    "$VERSYNC" subscribe --db "$ROOT/never.db" --broker "tcp://127.0.0.1:$PORT" \
+        --broker-key "$ROOT/keys/broker" --cert "$ROOT/keys/sub1_secret" --stream load \
+        --linger 5 >/dev/null 2>&1
+    [ $? -eq 2 ] && [ ! -e "$ROOT/never.db" ]
+}
+check "subscribe refuses --linger (an option of publish)" subscribe_refuses_linger
 
 sqlite3 -cmd ".timeout 10000" "$master" <<'SQL'
 CREATE TABLE hot(id INTEGER PRIMARY KEY, qty INTEGER NOT NULL, note TEXT);
