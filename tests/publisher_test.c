@@ -428,6 +428,46 @@ static void test_pk_update(void)
     free(snapshot);
 }
 
+/*  README's tip for bulk loaders: single-row INSERT OR FAIL, which SQLite runs without a
+    statement journal, logs exactly the rows that went in. A row refused by its key leaves
+    no log row and the transaction goes on; a transaction rolled back leaves none at all.   */
+static void test_insert_or_fail(void)
+{
+    const char *path = s_make_db("insert_or_fail", "CREATE TABLE t (id INTEGER PRIMARY KEY, "
+                                                   "v TEXT NOT NULL);");
+    vs_capture_t *capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    sqlite3 *db = s_connect(path);
+    s_snapshot_t *snapshot = malloc(sizeof *snapshot);
+    VS_REQUIRE(snapshot != NULL);
+    VS_CHECK(s_exec(db, "BEGIN; INSERT OR FAIL INTO t VALUES (1, 'a');"
+                        "INSERT OR FAIL INTO t VALUES (2, 'b');"));
+    /* Refused by the primary key, then by NOT NULL: the transaction stays open. */
+    VS_CHECK(sqlite3_exec(db, "INSERT OR FAIL INTO t VALUES (1, 'again')", NULL, NULL, NULL) ==
+             SQLITE_CONSTRAINT);
+    VS_CHECK(sqlite3_exec(db, "INSERT OR FAIL INTO t VALUES (4, NULL)", NULL, NULL, NULL) ==
+             SQLITE_CONSTRAINT);
+    VS_CHECK(sqlite3_get_autocommit(db) == 0);
+    VS_CHECK(s_exec(db, "INSERT OR FAIL INTO t VALUES (3, 'c'); COMMIT;"));
+    char text[1024];
+    s_query_text(db, "SELECT group_concat(k0) FROM _versync_log", text, sizeof text);
+    VS_CHECK(strcmp(text, "1,2,3") == 0);
+    VS_CHECK(s_read(capture, 0, snapshot) == VS_OK);
+    VS_CHECK(snapshot->valid && snapshot->set_count == 1);
+    VS_CHECK(strcmp(snapshot->text, "t U 1|'a'; t U 2|'b'; t U 3|'c'") == 0);
+    if (strcmp(snapshot->text, "t U 1|'a'; t U 2|'b'; t U 3|'c'") != 0) {
+        fprintf(stderr, "  got: %s\n", snapshot->text);
+    }
+    uint64_t after = snapshot->last_version;
+    VS_CHECK(s_exec(db, "BEGIN; INSERT OR FAIL INTO t VALUES (5, 'e'); ROLLBACK;"));
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM _versync_log") == 3);
+    VS_CHECK(s_read(capture, after, snapshot) == VS_OK);
+    VS_CHECK(snapshot->set_count == 0);
+    vs_capture_destroy(&capture);
+    sqlite3_close(db);
+    free(snapshot);
+}
+
 static void test_exact_types(void)
 {
     const char *path = s_make_db("exact_types", "CREATE TABLE t (id INTEGER PRIMARY KEY, v);");
@@ -1698,6 +1738,7 @@ int main(void)
     vs_test_run("open_waits_for_lock", test_open_waits_for_lock);
     vs_test_run("setup_and_log", test_setup_and_log);
     vs_test_run("pk_update", test_pk_update);
+    vs_test_run("insert_or_fail", test_insert_or_fail);
     vs_test_run("exact_types", test_exact_types);
     vs_test_run("key_shapes", test_key_shapes);
     vs_test_run("reader_groups", test_reader_groups);
