@@ -7,6 +7,8 @@
     with no allocation per row.                                                               */
 #include "apply.h"
 
+#include "checkpoint.h"
+
 #include <czmq.h>
 #include <inttypes.h>
 #include <sqlite3.h>
@@ -22,6 +24,12 @@
     rows x columns parameters; tables too wide for two rows keep the one-row form.            */
 #define S_UPSERT_ROWS       32
 #define S_UPSERT_PARAMETERS 1024
+/*  WAL pages between two requests to the checkpointer (checkpoint.h): SQLite's own automatic
+    threshold. Past S_WAL_PAGES_MAX (16 MiB of 4 KiB pages) the applying thread checkpoints
+    itself after its commit, as SQLite would have: the WAL stays bounded even if the
+    checkpointer cannot keep up.                                                             */
+#define S_CHECKPOINT_PAGES 1000
+#define S_WAL_PAGES_MAX    (4 * S_CHECKPOINT_PAGES)
 
 /*  One stream's position: as committed, and as it stands inside the open batch.               */
 typedef struct {
@@ -49,6 +57,8 @@ typedef struct {
 
 struct vs_apply {
     sqlite3 *db;   /* NULL: verify-only, positions in memory, changes only checked and counted */
+    vs_checkpointer_t *checkpointer; /* with db */
+    int wal_requested_at;            /* WAL pages at the last request to the checkpointer */
     char **tables; /* filter; table_count 0 means every table */
     size_t table_count;
     s_stream_t *streams;
@@ -165,6 +175,25 @@ static bool s_has_prefix_nocase(const char *name, const char *prefix)
     return sqlite3_strnicmp(name, prefix, (int) strlen(prefix)) == 0;
 }
 
+/*  Called by SQLite after each commit with the pages the WAL holds (it replaces the automatic
+    checkpoint, which would run here on this thread). A count below the last request's means
+    the WAL started over.                                                                    */
+static int s_wal_hook(void *arg, sqlite3 *db, const char *database, int pages)
+{
+    vs_apply_t *self = (vs_apply_t *) arg;
+    if (pages < self->wal_requested_at) {
+        self->wal_requested_at = 0;
+    }
+    if (pages >= S_WAL_PAGES_MAX) {
+        /* Busy at once while the checkpointer copies: this only steps in when it does not. */
+        sqlite3_wal_checkpoint_v2(db, database, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    } else if (pages >= self->wal_requested_at + S_CHECKPOINT_PAGES) {
+        vs_checkpointer_request(self->checkpointer);
+        self->wal_requested_at = pages;
+    }
+    return SQLITE_OK;
+}
+
 static int s_prepare(vs_apply_t *self, const char *sql, sqlite3_stmt **stmt)
 {
     int rc = sqlite3_prepare_v3(self->db, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, NULL);
@@ -253,6 +282,13 @@ int vs_apply_open(vs_apply_t **self_p, const char *path, const char *const *tabl
         code = s_fail(self, VS_ESTORE, "cannot set up '%s': %s", path, sqlite3_errmsg(self->db));
         goto cleanup;
     }
+    char reason[512];
+    code = vs_checkpointer_new(&self->checkpointer, path, reason, sizeof reason);
+    if (code != VS_OK) {
+        code = s_fail(self, code, "%s", reason);
+        goto cleanup;
+    }
+    sqlite3_wal_hook(self->db, s_wal_hook, self);
     code = s_prepare(self, "BEGIN IMMEDIATE", &self->begin);
     if (code == VS_OK) {
         code = s_prepare(self, "COMMIT", &self->commit);
@@ -309,6 +345,8 @@ void vs_apply_close(vs_apply_t **self_p)
         vs_apply_rollback(self);
     }
     zhashx_destroy(&self->mappings);
+    /* First, so that this connection, the last one, copies the WAL and removes it on close. */
+    vs_checkpointer_destroy(&self->checkpointer);
     sqlite3_finalize(self->begin);
     sqlite3_finalize(self->commit);
     sqlite3_finalize(self->rollback);
@@ -558,6 +596,11 @@ void vs_apply_counts(const vs_apply_t *self, uint64_t *upserts, uint64_t *delete
 {
     *upserts = self->upserts;
     *deletes = self->deletes;
+}
+
+unsigned long vs_apply_checkpoints(vs_apply_t *self)
+{
+    return self->checkpointer ? vs_checkpointer_count(self->checkpointer) : 0;
 }
 
 /* ------------------------------------------------------------------------------------------

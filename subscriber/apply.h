@@ -60,6 +60,10 @@ int vs_apply_set(vs_apply_t *self, const char *stream, uint64_t seq,
     DELETEs, applied (or, verify-only, checked).                                               */
 void vs_apply_counts(const vs_apply_t *self, uint64_t *upserts, uint64_t *deletes);
 
+/*  Checkpoints the store's checkpointer has completed (checkpoint.h): the WAL is copied into
+    the database on a thread of its own, not inside the commits. 0 for a verify-only store.  */
+unsigned long vs_apply_checkpoints(vs_apply_t *self);
+
 /*  True while a batch is open.                                                                */
 bool vs_apply_in_batch(const vs_apply_t *self);
 

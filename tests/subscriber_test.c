@@ -847,6 +847,91 @@ static void test_apply_many_rows(void)
     s_history_free(&bad);
 }
 
+/*  A set of 100 `items` upserts, ids from first, each with a 3,000-byte blob filled with the
+    id's low byte: about 100 WAL pages when committed alone.                                 */
+static void s_bulky_set(uint64_t version, int first, uint8_t **data, size_t *size)
+{
+    static uint8_t blob[3000];
+    vs_changeset_writer_t *writer = vs_changeset_writer_new();
+    uint32_t table = 0;
+    VS_CHECK(vs_changeset_writer_add_table(writer, "items", s_items_sql, 4, s_items_columns, 1,
+                                           s_items_pk, &table) == VS_OK);
+    for (int id = first; id < first + 100; id++) {
+        memset(blob, id & 0xff, sizeof blob);
+        vs_value_t values[4] = {s_integer(id), s_text("bulky"), s_real(id),
+                                s_blob(blob, sizeof blob)};
+        VS_CHECK(vs_changeset_writer_upsert(writer, table, 4, values) == VS_OK);
+    }
+    VS_CHECK(vs_changeset_writer_finish(writer, version, version, VS_CHANGESET_CONSISTENT, data,
+                                        size) == VS_OK);
+    vs_changeset_writer_destroy(&writer);
+}
+
+/*  The size of path followed by suffix, -1 when it does not exist.                          */
+static int64_t s_file_size(const char *path, const char *suffix)
+{
+    char name[4200];
+    snprintf(name, sizeof name, "%s%s", path, suffix);
+    return zsys_file_exists(name) ? (int64_t) zsys_file_size(name) : -1;
+}
+
+/*  The WAL is copied into the database by the store's checkpointer, not inside its commits;
+    past 4,000 pages the store copies it itself after the commit, so the WAL stays bounded
+    whatever the checkpointer manages; and every row is there at the end.                    */
+static void test_apply_checkpoints(void)
+{
+    const int64_t page = 4096;
+    const int64_t frame = page + 24;
+    s_history_t history = {.stream = "bulk"};
+    for (uint64_t k = 1; k <= 60; k++) {
+        uint8_t *data;
+        size_t size;
+        s_bulky_set(k, (int) (k - 1) * 100 + 1, &data, &size);
+        s_history_add(&history, data, size);
+    }
+    const char *path = s_db_path("apply_checkpoints");
+    vs_apply_t *store = s_open(path);
+    VS_REQUIRE(store);
+    /*  About 1,200 pages, one commit a set: past 1,000 the checkpointer is asked.          */
+    for (size_t index = 0; index < 12; index++) {
+        VS_CHECK(s_apply_history(store, &history, index, index + 1) == VS_OK);
+    }
+    unsigned long checkpoints = 0;
+    for (int tries = 0; tries < 1000 && checkpoints == 0; tries++) {
+        checkpoints = vs_apply_checkpoints(store);
+        if (checkpoints == 0) {
+            zclock_sleep(10);
+        }
+    }
+    VS_CHECK(checkpoints >= 1);
+    /*  The pages are in the database file itself now (it held only the schema before).     */
+    VS_CHECK(s_file_size(path, "") >= 1000 * page);
+    /*  4,800 pages more in a tight loop: the WAL file never grows past the bound plus one
+        commit.                                                                               */
+    for (size_t index = 12; index < 60; index++) {
+        VS_CHECK(s_apply_history(store, &history, index, index + 1) == VS_OK);
+    }
+    int64_t wal = s_file_size(path, "-wal");
+    VS_CHECK(wal > 0 && wal <= 32 + (4000 + 200) * frame);
+    vs_apply_close(&store);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") == 6000);
+    VS_CHECK(s_query_int(path, "SELECT sum(length(data)) FROM items") == 6000 * 3000);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM items WHERE length(data) = 3000 AND"
+                               " replace(hex(data), printf('%02X', id % 256), '') = ''") ==
+             6000);
+    VS_CHECK(s_stored_seq(path, "bulk") == 60);
+
+    /*  One commit of 4,200 pages: the store copies them itself before the commit returns.  */
+    const char *single = s_db_path("apply_checkpoints_single");
+    store = s_open(single);
+    VS_REQUIRE(store);
+    VS_CHECK(s_apply_history(store, &history, 0, 42) == VS_OK);
+    VS_CHECK(s_file_size(single, "") >= 4000 * page);
+    vs_apply_close(&store);
+    VS_CHECK(s_query_int(single, "SELECT count(*) FROM items") == 4200);
+    s_history_free(&history);
+}
+
 static void s_orders_history(s_history_t *history, size_t count, const char *tag);
 
 /*  Verify-only (no database): the same checks, positions in memory, changes counted.        */
@@ -1745,6 +1830,7 @@ static void test_actor_term_mid_snapshot(void)
 int main(void)
 {
     vs_test_run("apply_commit", test_apply_commit);
+    vs_test_run("apply_checkpoints", test_apply_checkpoints);
     vs_test_run("apply_kill_mid_batch", test_apply_kill_mid_batch);
     vs_test_run("apply_gap_and_chain", test_apply_gap_and_chain);
     vs_test_run("apply_create_table", test_apply_create_table);
