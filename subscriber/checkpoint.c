@@ -9,6 +9,7 @@
 #include "vs_proto.h"
 
 #include <czmq.h>
+#include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,7 +70,10 @@ static void s_actor(zsock_t *pipe, void *args)
     while (running) {
         char *command = zstr_recv(pipe);
         if (!command) {
-            break; /* interrupted */
+            if (zmq_errno() == EINTR) {
+                continue; /* a signal: $TERM says when to stop */
+            }
+            break; /* the context is terminating */
         }
         bool wanted = false;
         /* Requests that queued up while the last checkpoint ran are served by one. */
