@@ -1,10 +1,11 @@
 /*  apply.h - the slave database: positions, schema mapping and batched exactly-once apply.
 
-    This is the one place that owns the slave's SQLite connection. A batch is ONE SQLite
-    transaction (BEGIN IMMEDIATE ... COMMIT) holding the changes of one or more change sets of
-    one or more streams plus, written at commit, each touched stream's new (seq, hash) in
-    _versync_state. A process killed mid-batch therefore loses the whole batch and its
-    position together, and fetching again gives each row exactly once.
+    This is the one place that owns the slave's applying connection (the checkpointer of
+    checkpoint.h, which the store starts, has a second one that only copies the WAL). A batch
+    is ONE SQLite transaction (BEGIN IMMEDIATE ... COMMIT) holding the changes of one or more
+    change sets of one or more streams plus, written at commit, each touched stream's new
+    (seq, hash) in _versync_state. A process killed mid-batch therefore loses the whole batch
+    and its position together, and fetching again gives each row exactly once.
 
     Internal to the subscriber module; nothing here is thread-safe: one thread owns a store.   */
 #ifndef VS_APPLY_H_INCLUDED
