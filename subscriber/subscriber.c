@@ -299,6 +299,7 @@ static void s_go_live(s_subscriber_t *self, s_stream_t *stream)
         }
         zframe_destroy(&entry->body);
         stream->buffer_bytes -= entry->size;
+        s_commit_if_due(self, false);
     }
     if (self->failed) {
         return;
@@ -341,6 +342,13 @@ static void s_on_chunk(s_subscriber_t *self, s_stream_t *stream, const vs_msg_t 
                    "; fetching again",
                    stream->name, entry->seq, s_position(self, stream, NULL));
             s_send_fetch(self, stream);
+            return;
+        }
+        /*  At each set, not only after the chunk: a chunk that ends inside a master
+            transaction would otherwise keep the batch open through the next one, and so on,
+            as long as the chunks and the transactions do not end together.                 */
+        s_commit_if_due(self, false);
+        if (self->failed) {
             return;
         }
     }

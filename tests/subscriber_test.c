@@ -1827,6 +1827,78 @@ static void test_actor_term_mid_snapshot(void)
     s_history_free(&stock);
 }
 
+static bool s_fetched(s_fake_t *fake, const char *path)
+{
+    (void) path;
+    return fake->fetches >= 1;
+}
+
+/*  A CHUNK that ends inside a master transaction: the batch still commits at the consistent
+    point inside the chunk once it is due (here: 100,000 rows), instead of staying open until
+    a chunk happens to end where a transaction does. The chunk holds sets 1-3; sets 1-2 are
+    one master transaction of 100,000 rows, 3-4 another; the FETCH for 4 goes unanswered.   */
+static void test_actor_commits_inside_chunk(void)
+{
+    const char *dir = vs_test_dir("actor_inside_chunk");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/slave.db", dir);
+    static s_history_t bulk = {.stream = "bulk"};
+    const struct {
+        uint32_t flags;
+        int first;
+        int last;
+    } parts[] = {{0, 1, 50000},
+                 {VS_CHANGESET_CONSISTENT, 50001, 100000},
+                 {0, 100001, 100010},
+                 {VS_CHANGESET_CONSISTENT, 100011, 100020}};
+    for (size_t index = 0; index < 4; index++) {
+        uint8_t *data;
+        size_t size;
+        s_items_set(index + 1, parts[index].flags, parts[index].first, parts[index].last, "c",
+                    NULL, 0, &data, &size);
+        s_history_add(&bulk, data, size);
+    }
+    zcert_t *server = zcert_new();
+    zcert_t *client = zcert_new();
+    s_fake_t fake;
+    memset(&fake, 0, sizeof fake);
+    fake.histories[0] = &bulk;
+    fake.history_count = 1;
+    fake.visible[0] = 4;
+    fake.chunk_entries = 3;
+    fake.applied = -1;
+    VS_REQUIRE(s_fake_start(&fake, server));
+    const char *const streams[] = {"bulk"};
+    char reply[600];
+    zactor_t *actor =
+        s_start_subscriber(&fake, server, client, path, streams, 1, reply, sizeof reply);
+    VS_REQUIRE(actor);
+    VS_CHECK(streq(reply, "OK"));
+    fake.actor = actor;
+    /*  The first FETCH gets sets 1-3; every FETCH after it goes unanswered for now.          */
+    VS_CHECK(s_pump_until(&fake, actor, path, s_fetched, 10000));
+    fake.ignore_fetches = 1000;
+    s_wanted_stream = "bulk";
+    s_wanted_seq = 2;
+    VS_CHECK(s_pump_until(&fake, actor, path, s_reached, 10000));
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") == 100000);
+    s_wanted_seq = 3;
+    VS_CHECK(s_pump_until(&fake, actor, path, s_applied, 10000));
+    VS_CHECK(fake.committed == 2);
+    /*  The FETCH is asked again (S_FETCH_TIMEOUT_MS), answered now: set 4 completes the
+        second transaction.                                                                   */
+    fake.ignore_fetches = 0;
+    s_wanted_seq = 4;
+    VS_CHECK(s_pump_until(&fake, actor, path, s_reached, 15000));
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") == 100020);
+    zactor_destroy(&actor);
+    VS_CHECK(fake.fatal[0] == 0);
+    s_fake_stop(&fake);
+    zcert_destroy(&server);
+    zcert_destroy(&client);
+    s_history_free(&bulk);
+}
+
 int main(void)
 {
     vs_test_run("apply_commit", test_apply_commit);
@@ -1847,5 +1919,6 @@ int main(void)
     vs_test_run("actor_behind_and_fork", test_actor_behind_and_fork);
     vs_test_run("actor_term_mid_snapshot", test_actor_term_mid_snapshot);
     vs_test_run("actor_verify_only", test_actor_verify_only);
+    vs_test_run("actor_commits_inside_chunk", test_actor_commits_inside_chunk);
     return vs_test_summary();
 }
