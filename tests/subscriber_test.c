@@ -917,8 +917,7 @@ static void test_apply_checkpoints(void)
     VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") == 6000);
     VS_CHECK(s_query_int(path, "SELECT sum(length(data)) FROM items") == 6000 * 3000);
     VS_CHECK(s_query_int(path, "SELECT count(*) FROM items WHERE length(data) = 3000 AND"
-                               " replace(hex(data), printf('%02X', id % 256), '') = ''") ==
-             6000);
+                               " replace(hex(data), printf('%02X', id % 256), '') = ''") == 6000);
     VS_CHECK(s_stored_seq(path, "bulk") == 60);
 
     /*  One commit of 4,200 pages: the store copies them itself before the commit returns.  */
@@ -1484,6 +1483,33 @@ static zactor_t *s_start_subscriber(s_fake_t *fake, zcert_t *server, zcert_t *cl
     return actor;
 }
 
+/*  A fake broker serving one history (its first visible sets, chunk_entries a CHUNK) and a
+    subscriber of that stream into path, started and answering OK; NULL on failure.         */
+static zactor_t *s_start_one(s_fake_t *fake, s_history_t *history, size_t visible,
+                             size_t chunk_entries, zcert_t *server, zcert_t *client,
+                             const char *path)
+{
+    memset(fake, 0, sizeof *fake);
+    fake->histories[0] = history;
+    fake->history_count = 1;
+    fake->visible[0] = visible;
+    fake->chunk_entries = chunk_entries;
+    fake->applied = -1;
+    if (!s_fake_start(fake, server)) {
+        return NULL;
+    }
+    const char *const streams[] = {history->stream};
+    char reply[600];
+    zactor_t *actor =
+        s_start_subscriber(fake, server, client, path, streams, 1, reply, sizeof reply);
+    if (actor && !streq(reply, "OK")) {
+        fprintf(stderr, "  subscriber: %s\n", reply);
+        zactor_destroy(&actor);
+    }
+    fake->actor = actor;
+    return actor;
+}
+
 static void test_actor_catch_up_and_live(void)
 {
     const char *dir = vs_test_dir("actor_live");
@@ -1767,20 +1793,10 @@ static void test_actor_term_mid_snapshot(void)
     zcert_t *server = zcert_new();
     zcert_t *client = zcert_new();
     s_fake_t fake;
-    memset(&fake, 0, sizeof fake);
-    fake.histories[0] = &stock;
-    fake.history_count = 1;
-    fake.visible[0] = 4;
-    fake.chunk_entries = 10;
-    fake.applied = -1;
-    VS_REQUIRE(s_fake_start(&fake, server));
+    zactor_t *actor = s_start_one(&fake, &stock, 4, 10, server, client, path);
+    VS_REQUIRE(actor);
     const char *const streams[] = {"stock"};
     char reply[600];
-    zactor_t *actor =
-        s_start_subscriber(&fake, server, client, path, streams, 1, reply, sizeof reply);
-    VS_REQUIRE(actor);
-    VS_CHECK(streq(reply, "OK"));
-    fake.actor = actor;
     s_wanted_stream = "stock";
     s_wanted_seq = 4;
     VS_CHECK(s_pump_until(&fake, actor, path, s_reached_and_subscribed, 10000));
@@ -1854,27 +1870,15 @@ static void test_actor_commits_inside_chunk(void)
     for (size_t index = 0; index < 4; index++) {
         uint8_t *data;
         size_t size;
-        s_items_set(index + 1, parts[index].flags, parts[index].first, parts[index].last, "c",
-                    NULL, 0, &data, &size);
+        s_items_set(index + 1, parts[index].flags, parts[index].first, parts[index].last, "c", NULL,
+                    0, &data, &size);
         s_history_add(&bulk, data, size);
     }
     zcert_t *server = zcert_new();
     zcert_t *client = zcert_new();
     s_fake_t fake;
-    memset(&fake, 0, sizeof fake);
-    fake.histories[0] = &bulk;
-    fake.history_count = 1;
-    fake.visible[0] = 4;
-    fake.chunk_entries = 3;
-    fake.applied = -1;
-    VS_REQUIRE(s_fake_start(&fake, server));
-    const char *const streams[] = {"bulk"};
-    char reply[600];
-    zactor_t *actor =
-        s_start_subscriber(&fake, server, client, path, streams, 1, reply, sizeof reply);
+    zactor_t *actor = s_start_one(&fake, &bulk, 4, 3, server, client, path);
     VS_REQUIRE(actor);
-    VS_CHECK(streq(reply, "OK"));
-    fake.actor = actor;
     /*  The first FETCH gets sets 1-3; every FETCH after it goes unanswered for now.          */
     VS_CHECK(s_pump_until(&fake, actor, path, s_fetched, 10000));
     fake.ignore_fetches = 1000;
