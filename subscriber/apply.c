@@ -26,10 +26,14 @@
 #define S_UPSERT_PARAMETERS 1024
 /*  WAL pages between two requests to the checkpointer (checkpoint.h): SQLite's own automatic
     threshold. Past S_WAL_PAGES_MAX (16 MiB of 4 KiB pages) the applying thread checkpoints
-    itself after its commit, as SQLite would have: the WAL stays bounded even if the
-    checkpointer cannot keep up.                                                             */
+    itself after its commit, as SQLite would have, when the checkpointer is not copying at
+    that moment. Past S_WAL_PAGES_HARD it waits for the checkpointer's pass to end (at most
+    S_WAL_WAIT_MS) and then copies the rest: the WAL stays bounded even when the applying
+    thread outpaces the checkpointer.                                                        */
 #define S_CHECKPOINT_PAGES 1000
 #define S_WAL_PAGES_MAX    (4 * S_CHECKPOINT_PAGES)
+#define S_WAL_PAGES_HARD   (2 * S_WAL_PAGES_MAX)
+#define S_WAL_WAIT_MS      2000
 
 /*  One stream's position: as committed, and as it stands inside the open batch.               */
 typedef struct {
@@ -185,8 +189,15 @@ static int s_wal_hook(void *arg, sqlite3 *db, const char *database, int pages)
         self->wal_requested_at = 0;
     }
     if (pages >= S_WAL_PAGES_MAX) {
-        /* Busy at once while the checkpointer copies: this only steps in when it does not. */
-        sqlite3_wal_checkpoint_v2(db, database, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        /* Busy at once while the checkpointer copies (a busy handler is not called for the
+           checkpoint lock): past the hard bound, wait for it here.                          */
+        for (int waited = 0;; waited++) {
+            int rc = sqlite3_wal_checkpoint_v2(db, database, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+            if ((rc & 0xff) != SQLITE_BUSY || pages < S_WAL_PAGES_HARD || waited >= S_WAL_WAIT_MS) {
+                break;
+            }
+            sqlite3_sleep(1);
+        }
     } else if (pages >= self->wal_requested_at + S_CHECKPOINT_PAGES) {
         vs_checkpointer_request(self->checkpointer);
         self->wal_requested_at = pages;

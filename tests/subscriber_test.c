@@ -876,8 +876,9 @@ static int64_t s_file_size(const char *path, const char *suffix)
 }
 
 /*  The WAL is copied into the database by the store's checkpointer, not inside its commits;
-    past 4,000 pages the store copies it itself after the commit, so the WAL stays bounded
-    whatever the checkpointer manages; and every row is there at the end.                    */
+    past 4,000 pages the store copies it itself after the commit (past 8,000 it waits for the
+    checkpointer to let it), so the WAL stays bounded whatever the checkpointer manages; and
+    every row is there at the end.                                                            */
 static void test_apply_checkpoints(void)
 {
     const int64_t page = 4096;
@@ -906,13 +907,15 @@ static void test_apply_checkpoints(void)
     VS_CHECK(checkpoints >= 1);
     /*  The pages are in the database file itself now (it held only the schema before).     */
     VS_CHECK(s_file_size(path, "") >= 1000 * page);
-    /*  4,800 pages more in a tight loop: the WAL file never grows past the bound plus one
-        commit.                                                                               */
+    /*  4,800 pages more in a tight loop, checked after each commit: the WAL file never grows
+        past the hard bound (8,000 pages) plus the commit that crosses it.                    */
+    int64_t wal_max = 0;
     for (size_t index = 12; index < 60; index++) {
         VS_CHECK(s_apply_history(store, &history, index, index + 1) == VS_OK);
+        int64_t wal = s_file_size(path, "-wal");
+        wal_max = wal > wal_max ? wal : wal_max;
     }
-    int64_t wal = s_file_size(path, "-wal");
-    VS_CHECK(wal > 0 && wal <= 32 + (4000 + 200) * frame);
+    VS_CHECK(wal_max > 0 && wal_max <= 32 + (8000 + 200) * frame);
     vs_apply_close(&store);
     VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") == 6000);
     VS_CHECK(s_query_int(path, "SELECT sum(length(data)) FROM items") == 6000 * 3000);
