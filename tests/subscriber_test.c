@@ -908,14 +908,15 @@ static void test_apply_checkpoints(void)
     /*  The pages are in the database file itself now (it held only the schema before).     */
     VS_CHECK(s_file_size(path, "") >= 1000 * page);
     /*  4,800 pages more in a tight loop, checked after each commit: the WAL file never grows
-        past the hard bound (8,000 pages) plus the commit that crosses it.                    */
+        past the hard bound (8,000 pages) plus the commit that crosses it, and one more (about
+        103 pages each) should the WAL's restart at the next BEGIN meet the checkpointer.     */
     int64_t wal_max = 0;
     for (size_t index = 12; index < 60; index++) {
         VS_CHECK(s_apply_history(store, &history, index, index + 1) == VS_OK);
         int64_t wal = s_file_size(path, "-wal");
         wal_max = wal > wal_max ? wal : wal_max;
     }
-    VS_CHECK(wal_max > 0 && wal_max <= 32 + (8000 + 200) * frame);
+    VS_CHECK(wal_max > 0 && wal_max <= 32 + (8000 + 250) * frame);
     vs_apply_close(&store);
     VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") == 6000);
     VS_CHECK(s_query_int(path, "SELECT sum(length(data)) FROM items") == 6000 * 3000);
