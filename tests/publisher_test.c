@@ -477,12 +477,18 @@ static void test_exact_types(void)
     VS_CHECK(s_exec(db, "BEGIN; INSERT INTO t VALUES (1, NULL);"
                         "INSERT INTO t VALUES (2, -9223372036854775808);"
                         "INSERT INTO t VALUES (3, 9223372036854775807);"
-                        "INSERT INTO t VALUES (4, 0.1); INSERT INTO t VALUES (5, -1e308);"
-                        "INSERT INTO t VALUES (6, 3.0); INSERT INTO t VALUES (7, x'');"
-                        "INSERT INTO t VALUES (8, ''); INSERT INTO t VALUES (9, '42');"));
+                        "INSERT INTO t VALUES (4, 0.1);"));
     sqlite3_stmt *stmt = NULL;
     VS_REQUIRE(sqlite3_prepare_v2(db, "INSERT INTO t VALUES (?1, ?2)", -1, &stmt, NULL) ==
                SQLITE_OK);
+    /*  Bound, not written as SQL text: SQLite parses "-1e308" with long double arithmetic,
+        which valgrind emulates in double precision (make memcheck got -1.0000000000000006e+308). */
+    sqlite3_bind_int(stmt, 1, 5);
+    sqlite3_bind_double(stmt, 2, -1e308);
+    VS_CHECK(sqlite3_step(stmt) == SQLITE_DONE);
+    sqlite3_reset(stmt);
+    VS_CHECK(s_exec(db, "INSERT INTO t VALUES (6, 3.0); INSERT INTO t VALUES (7, x'');"
+                        "INSERT INTO t VALUES (8, ''); INSERT INTO t VALUES (9, '42');"));
     sqlite3_bind_int(stmt, 1, 10);
     sqlite3_bind_text(stmt, 2, "a\0b", 3, SQLITE_STATIC);
     VS_CHECK(sqlite3_step(stmt) == SQLITE_DONE);
