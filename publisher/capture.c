@@ -1671,9 +1671,6 @@ static bool s_changes_store(s_changes_t *changes, const void *data, size_t size,
     return true;
 }
 
-/*  Reads the log's rows after `after` up to bound, newest first, and keeps each key of a
-    replicated table once, with its newest version. *highest is the newest version read, of
-    any table (0: none).                                                                       */
 /*  _versync_kept(version): 1 when the current read keeps that version (the newest change of
     its key in the read), else 0. Registered on our connection only, and SQLITE_DIRECTONLY:
     the database's own triggers and views cannot call it.                                   */
@@ -1719,6 +1716,10 @@ static bool s_kept_mark(vs_capture_t *self, uint64_t after, uint64_t bound)
     return true;
 }
 
+/*  Reads the log's rows after `after` up to bound, newest first, and keeps each key of a
+    replicated table once, with its newest version; self->superseded counts the rows it drops
+    (older changes of a kept key, rows of tables no longer replicated). *highest is the
+    newest version read, of any table (0: none).                                              */
 static int s_collect(vs_capture_t *self, uint64_t after, uint64_t bound, uint64_t *highest)
 {
     s_changes_t *changes = &self->changes;

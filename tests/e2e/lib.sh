@@ -197,6 +197,11 @@ show_difference() {   # for the log when an equality check fails
     diff <(dump "$master" "$table") <(dump "$slave" "$table") | head -20
 }
 
+all_acked() {   # all_acked DB: the publisher has no unacknowledged log row left
+    [ "$(sqlite3 -readonly "$1" ".timeout 2000" "SELECT count(*) FROM _versync_log
+        WHERE version > (SELECT value FROM _versync_meta WHERE key = 'acked_version')")" = 0 ]
+}
+
 count_rows() { sqlite3 -readonly -cmd ".timeout 5000" "$1" "SELECT count(*) FROM \"$2\"" 2>/dev/null || echo 0; }
 
 PORT=$(free_port_pair) || { echo "no free port"; exit 1; }
