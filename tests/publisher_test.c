@@ -1017,6 +1017,64 @@ static void test_trigger_upgrade(void)
     free(snapshot);
 }
 
+/*  A log made before 2026-12-02 (tbl NOT NULL) is copied into one without the constraint when
+    the database is opened again: the same rows under the same versions, and the triggers,
+    which name the log, write into the new one.                                               */
+static void test_log_upgrade(void)
+{
+    const char *path = s_make_db("log_upgrade", "CREATE TABLE t (id INTEGER PRIMARY KEY, v);"
+                                                "INSERT INTO t VALUES (1, 'a'), (2, 'b');");
+    vs_capture_t *capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    vs_capture_destroy(&capture);
+    sqlite3 *db = s_connect(path);
+    const char *not_null = "SELECT \"notnull\" FROM pragma_table_info('_versync_log') "
+                           "WHERE name = 'tbl'";
+    VS_CHECK(s_query_int(db, not_null) == 0);
+    /* Back to the older log, then changes logged into it. */
+    VS_CHECK(s_exec(db, "PRAGMA legacy_alter_table = ON; BEGIN;"
+                        "CREATE TABLE old_log (version INTEGER PRIMARY KEY, tbl INTEGER NOT NULL, "
+                        "k0, k1, k2, k3, k4, k5, k6, k7);"
+                        "INSERT INTO old_log SELECT * FROM _versync_log; DROP TABLE _versync_log;"
+                        "ALTER TABLE old_log RENAME TO _versync_log; COMMIT;"
+                        "PRAGMA legacy_alter_table = OFF;"
+                        "UPDATE t SET v = 'c' WHERE id = 1; DELETE FROM t WHERE id = 2;"
+                        "INSERT INTO t VALUES (3, 'd');"));
+    VS_CHECK(s_query_int(db, not_null) == 1);
+    const char *log_rows = "SELECT group_concat(version || ':' || tbl || ':' || k0, ' ') FROM "
+                           "(SELECT * FROM _versync_log ORDER BY version)";
+    char before[256];
+    s_query_text(db, log_rows, before, sizeof before);
+    VS_CHECK(strcmp(before, "1:1:1 2:1:2 3:1:1 4:1:2 5:1:3") == 0);
+    capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    VS_CHECK(s_query_int(db, not_null) == 0);
+    char after[256];
+    s_query_text(db, log_rows, after, sizeof after);
+    VS_CHECK(strcmp(after, before) == 0);
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM sqlite_master WHERE name LIKE "
+                             "'_versync_log_%'") == 0);
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND "
+                             "tbl_name = 't'") == 4);
+    VS_CHECK(s_exec(db, "UPDATE t SET v = 'e' WHERE id = 3;"));
+    s_query_text(db, log_rows, after, sizeof after);
+    VS_CHECK(strcmp(after, "1:1:1 2:1:2 3:1:1 4:1:2 5:1:3 6:1:3") == 0);
+    s_snapshot_t *snapshot = malloc(sizeof *snapshot);
+    VS_REQUIRE(snapshot != NULL);
+    VS_CHECK(s_read(capture, 0, snapshot) == VS_OK);
+    VS_CHECK(strcmp(snapshot->text, "t U 1|'c'; t D 2; t U 3|'e'") == 0);
+    VS_CHECK(snapshot->last_version == 6);
+    /* Opened once more: nothing to upgrade, nothing changed. */
+    vs_capture_destroy(&capture);
+    capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    s_query_text(db, log_rows, after, sizeof after);
+    VS_CHECK(strcmp(after, "1:1:1 2:1:2 3:1:1 4:1:2 5:1:3 6:1:3") == 0);
+    vs_capture_destroy(&capture);
+    sqlite3_close(db);
+    free(snapshot);
+}
+
 /*  vs_capture_changed: a commit by another connection is seen with and without the exact
     check; our own reads and a quiet database are not changes.                                */
 static void test_changed(void)
@@ -1756,6 +1814,7 @@ int main(void)
     vs_test_run("table_list", test_table_list);
     vs_test_run("dedup_key_types", test_dedup_key_types);
     vs_test_run("trigger_upgrade", test_trigger_upgrade);
+    vs_test_run("log_upgrade", test_log_upgrade);
     vs_test_run("changed", test_changed);
     vs_test_run("throughput", test_throughput);
     vs_test_run("actor_publishes", test_actor_publishes);
