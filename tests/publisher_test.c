@@ -970,16 +970,29 @@ static void test_dedup_key_types(void)
     free(snapshot);
 }
 
+/*  A database with table t (id INTEGER PRIMARY KEY, v) and rows, attached once by a capture
+    (its tables and triggers installed) and closed again; a connection to it, its path.      */
+static sqlite3 *s_attached(const char *test, const char *rows, const char **path)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "CREATE TABLE t (id INTEGER PRIMARY KEY, v); %s", rows);
+    *path = s_make_db(test, sql);
+    vs_capture_t *capture = s_open(*path, 0);
+    if (!capture) {
+        return NULL;
+    }
+    vs_capture_destroy(&capture);
+    return s_connect(*path);
+}
+
 /*  A database attached by an earlier version (one _upd trigger logging both keys) gets the
     current triggers when it is opened again, keeping its table id and logging nothing again. */
 static void test_trigger_upgrade(void)
 {
-    const char *path = s_make_db("upgrade", "CREATE TABLE t (id INTEGER PRIMARY KEY, v);"
-                                            "INSERT INTO t VALUES (1, 'a');");
-    vs_capture_t *capture = s_open(path, 0);
-    VS_REQUIRE(capture != NULL);
-    vs_capture_destroy(&capture);
-    sqlite3 *db = s_connect(path);
+    const char *path = NULL;
+    sqlite3 *db = s_attached("upgrade", "INSERT INTO t VALUES (1, 'a');", &path);
+    VS_REQUIRE(db != NULL);
+    vs_capture_t *capture = NULL;
     VS_CHECK(s_query_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND "
                              "tbl_name = 't'") == 4);
     /* Back to the older form. */
@@ -1022,12 +1035,10 @@ static void test_trigger_upgrade(void)
     which name the log, write into the new one.                                               */
 static void test_log_upgrade(void)
 {
-    const char *path = s_make_db("log_upgrade", "CREATE TABLE t (id INTEGER PRIMARY KEY, v);"
-                                                "INSERT INTO t VALUES (1, 'a'), (2, 'b');");
-    vs_capture_t *capture = s_open(path, 0);
-    VS_REQUIRE(capture != NULL);
-    vs_capture_destroy(&capture);
-    sqlite3 *db = s_connect(path);
+    const char *path = NULL;
+    sqlite3 *db = s_attached("log_upgrade", "INSERT INTO t VALUES (1, 'a'), (2, 'b');", &path);
+    VS_REQUIRE(db != NULL);
+    vs_capture_t *capture = NULL;
     const char *not_null = "SELECT \"notnull\" FROM pragma_table_info('_versync_log') "
                            "WHERE name = 'tbl'";
     VS_CHECK(s_query_int(db, not_null) == 0);
