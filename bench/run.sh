@@ -2,14 +2,16 @@
 # run.sh - the versync benchmark (issue 3): versync against PostgreSQL 15 logical replication
 # on this machine, plus the SQLite apply limit and the ZeroMQ CURVE transport limit.
 #
-#   bash bench/run.sh [--quick] [--runs N] [--only W1,W2,W3,W4,W5,limits] [--out FILE] [--keep]
+#   bash bench/run.sh [--quick] [--runs N] [--pairs N] [--only W1,W2,W3,W4,W5,limits]
+#                     [--out FILE] [--keep]
 #
 # Installs missing Debian packages (as root), compiles bench/vsbench.c into $BUILD (default
 # build/, next to build/versync), starts two PostgreSQL clusters and every versync process on
 # 127.0.0.1 with random free ports, runs each workload versync then PostgreSQL, run after run
-# (A B A B), and writes one table: to bench/results/latest.md (and a dated copy) for a full
-# run, to $BUILD/bench-quick.md for --quick. Everything it starts is stopped and removed on
-# exit. See bench/README.md for what each workload does exactly.
+# (A B A B; the short W2 and W5 --pairs times a run, default 3, 1 with --quick), and writes
+# one table: to bench/results/latest.md (and a dated copy) for a full run, to
+# $BUILD/bench-quick.md for --quick. Everything it starts is stopped and removed on exit. See
+# bench/README.md for what each workload does exactly.
 
 set -uo pipefail
 
@@ -18,12 +20,13 @@ ROOT=$(dirname "$HERE")
 BUILD_DIR=$(cd "$ROOT" && realpath -m "${BUILD:-build}")
 QUICK=0
 RUNS=
+PAIRS=
 ONLY="W1,W2,W3,W4,W5,limits"
 OUT=
 KEEP=0
 
 usage() {
-    sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -31,6 +34,7 @@ while [ $# -gt 0 ]; do
     case $1 in
     --quick) QUICK=1 ;;
     --runs) RUNS=$2; shift ;;
+    --pairs) PAIRS=$2; shift ;;
     --only) ONLY=$2; shift ;;
     --out) OUT=$2; shift ;;
     --keep) KEEP=1 ;;
@@ -42,15 +46,21 @@ done
 
 if [ "$QUICK" = 1 ]; then
     RUNS=${RUNS:-1}
+    PAIRS=${PAIRS:-1}
     W1_ROWS=20000 W2_COMMITS=50 W3_ROWS=20000 W4_ROWS=20000 W4_NS="1 3" W5_UPDATES=5000
     LIMIT_ROWS=20000
     OUT=${OUT:-$BUILD_DIR/bench-quick.md}
 else
     RUNS=${RUNS:-3}
+    PAIRS=${PAIRS:-3}
     W1_ROWS=1000000 W2_COMMITS=1000 W3_ROWS=1000000 W4_ROWS=1000000 W4_NS="1 10 100 300"
     W5_UPDATES=200000
     LIMIT_ROWS=1000000
 fi
+case $PAIRS in
+[1-9]) ;;
+*) echo "run.sh: --pairs takes 1 to 9, not '$PAIRS'" >&2; exit 2 ;;
+esac
 W1_TXN=1000        # rows per master transaction in W1, W3 and W4
 W2_INTERVAL_MS=5   # between W2 commits
 W5_ROWS=1000       # the hot rows
@@ -204,6 +214,17 @@ record_cpu() {   # record_cpu WORKLOAD RUN FILE: CPU seconds of each process ove
     record "$1" broker_cpu_s versync "$2" "$(value cpu_s.0 "$3")"
     record "$1" publisher_cpu_s versync "$2" "$(value cpu_s.1 "$3")"
     record "$1" subscriber_cpu_s versync "$2" "$(value cpu_s.2 "$3")"
+}
+
+pair_ids() {   # pair_ids RUN: the ids of the run's W2 and W5 pairs: 1a 1b ... (1 if one)
+    if [ "$PAIRS" = 1 ]; then
+        echo "$1"
+        return
+    fi
+    local letters=abcdefghi k
+    for k in $(seq 0 $((PAIRS - 1))); do
+        printf '%s%s ' "$1" "${letters:k:1}"
+    done
 }
 
 check_verify() {   # check_verify FILE WHAT: a mismatch is reported, never hidden
@@ -603,14 +624,18 @@ for i in $(seq 1 "$RUNS"); do
         [ "$VERSYNC_OK" = 1 ] && vs_w1_w3 "$i"
         pg_w1_w3 "$i"
     fi
-    if want W2; then
-        [ "$VERSYNC_OK" = 1 ] && vs_w2 "$i"
-        pg_w2 "$i"
-    fi
-    if want W5; then
-        [ "$VERSYNC_OK" = 1 ] && vs_w5 "$i"
-        pg_w5 "$i"
-    fi
+    # W2 and W5 take seconds and move most with the machine: several pairs a run, each
+    # its own pair in the ratios (ids 1a, 1b, ...).
+    for pair in $(pair_ids "$i"); do
+        if want W2; then
+            [ "$VERSYNC_OK" = 1 ] && vs_w2 "$pair"
+            pg_w2 "$pair"
+        fi
+        if want W5; then
+            [ "$VERSYNC_OK" = 1 ] && vs_w5 "$pair"
+            pg_w5 "$pair"
+        fi
+    done
     if want W4 && [ "$VERSYNC_OK" = 1 ]; then
         for n in $W4_NS; do
             vs_w4 "$i" "$n"
@@ -633,7 +658,7 @@ bash "$HERE/table.sh" "$RESULTS" >"$WORK/table.md" || fail "cannot make the tabl
 {
     echo "# versync benchmark: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
-    echo "Mode: $MODE. $RUNS run(s), versync and PostgreSQL alternately; $((ELAPSED / 60)) min $((ELAPSED % 60)) s."
+    echo "Mode: $MODE. $RUNS run(s), versync and PostgreSQL alternately, W2 and W5 $PAIRS pair(s) a run; $((ELAPSED / 60)) min $((ELAPSED % 60)) s."
     echo "Machine: $ENVIRONMENT. $VERSIONS."
     echo "versync: $( [ "$VERSYNC_OK" = 1 ] && "$VERSYNC" --version 2>/dev/null || echo 'not built: versync side skipped'),"\
          "git $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')."
@@ -646,8 +671,8 @@ bash "$HERE/table.sh" "$RESULTS" >"$WORK/table.md" || fail "cannot make the tabl
          "subscribers during a $W4_ROWS-row W1 run; W5 $W5_UPDATES updates over $W5_ROWS rows in" \
          "${W5_TXN}-update transactions; limits on $LIMIT_ROWS rows (apply: ${APPLY_TXN}-row transactions)."
     echo
-    echo "Notes: median [min-max] over the runs. ratio = versync / PostgreSQL, taken run by run" \
-         "(pair by pair), median of the pairs: above 1 is better for rates, below 1 is better for" \
+    echo "Notes: median [min-max] over the runs (W2 and W5: over all their pairs). ratio =" \
+         "versync / PostgreSQL, taken run by run (pair by pair), median of the pairs: above 1 is better for rates, below 1 is better for" \
          "latencies and memory. 'vs limit' is versync's median over the limit's median. Every" \
          "server listens on 127.0.0.1 only; CURVE on every versync socket; PostgreSQL" \
          "connections are plain TCP without SSL. Durability settings are the defaults:" \
