@@ -37,6 +37,7 @@ static bool s_directory(const char *option, const char *path)
 
 int vs_cmd_broker(int argc, char **argv)
 {
+    vs_cli_keep_freed_memory();
     static const struct option options[] = {
         {"data", required_argument, NULL, 'd'},       {"cert", required_argument, NULL, 'c'},
         {"publishers", required_argument, NULL, 'p'}, {"subscribers", required_argument, NULL, 's'},

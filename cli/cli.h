@@ -25,6 +25,10 @@ int vs_cmd_subscribe(int argc, char **argv);
 int vs_cmd_status(int argc, char **argv);
 int vs_cmd_demo(int argc, char **argv);
 
+/*  Keeps up to 64 MiB of freed memory in each malloc heap, and serves allocations under 4 MiB
+    from the heaps; call before any thread starts. See cli.c.                                  */
+void vs_cli_keep_freed_memory(void);
+
 /*  Prints "versync <command>: <message>" on stderr.                                           */
 void vs_cli_error(const char *command, const char *format, ...)
     __attribute__((format(printf, 2, 3)));

@@ -38,6 +38,7 @@ static const char s_help[] =
 
 int vs_cmd_publish(int argc, char **argv)
 {
+    vs_cli_keep_freed_memory();
     vs_cli_agent_options_t options;
     int exit_code = vs_cli_agent_parse("publish", s_help, argc, argv, &options);
     if (exit_code >= 0) {
