@@ -658,7 +658,8 @@ bash "$HERE/table.sh" "$RESULTS" >"$WORK/table.md" || fail "cannot make the tabl
 {
     echo "# versync benchmark: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
-    echo "Mode: $MODE. $RUNS run(s), versync and PostgreSQL alternately, W2 and W5 $PAIRS pair(s) a run; $((ELAPSED / 60)) min $((ELAPSED % 60)) s."
+    echo "Mode: $MODE. $RUNS run(s), versync and PostgreSQL alternately, W2 and W5 $PAIRS" \
+         "pair(s) a run; $((ELAPSED / 60)) min $((ELAPSED % 60)) s."
     echo "Machine: $ENVIRONMENT. $VERSIONS."
     echo "versync: $( [ "$VERSYNC_OK" = 1 ] && "$VERSYNC" --version 2>/dev/null || echo 'not built: versync side skipped'),"\
          "git $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')."
@@ -672,10 +673,10 @@ bash "$HERE/table.sh" "$RESULTS" >"$WORK/table.md" || fail "cannot make the tabl
          "${W5_TXN}-update transactions; limits on $LIMIT_ROWS rows (apply: ${APPLY_TXN}-row transactions)."
     echo
     echo "Notes: median [min-max] over the runs (W2 and W5: over all their pairs). ratio =" \
-         "versync / PostgreSQL, taken run by run (pair by pair), median of the pairs: above 1 is better for rates, below 1 is better for" \
-         "latencies and memory. 'vs limit' is versync's median over the limit's median. Every" \
-         "server listens on 127.0.0.1 only; CURVE on every versync socket; PostgreSQL" \
-         "connections are plain TCP without SSL. Durability settings are the defaults:" \
+         "versync / PostgreSQL, taken run by run (pair by pair), median of the pairs: above 1" \
+         "is better for rates, below 1 is better for latencies and memory. 'vs limit' is" \
+         "versync's median over the limit's median. Every server listens on 127.0.0.1 only;" \
+         "CURVE on every versync socket; PostgreSQL connections are plain TCP without SSL. Durability settings are the defaults:" \
          "PostgreSQL fsync=on, synchronous_commit=on on both clusters (the subscription's own" \
          "synchronous_commit stays at its default, off: the apply worker does not wait for" \
          "its flush); the SQLite master is" \

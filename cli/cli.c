@@ -18,7 +18,7 @@
     time, so in W5 the publisher made 75 such madvise calls and 2,449 page faults, in W1 52 and
     10,491, the broker 26 and 7,121 (`perf stat`); a profile of the publisher in W5 put 8% of
     its samples in madvise and 7% in page faults. With these two settings: no madvise, and
-    1,056 and 1,301 page faults in W1. Fixed thresholds also stop glibc from moving them.   */
+    782 and 1,030 page faults in W1. Fixed thresholds also stop glibc from moving them.     */
 void vs_cli_keep_freed_memory(void)
 {
     mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
