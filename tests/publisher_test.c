@@ -3,6 +3,7 @@
 #include "capture.h"
 #include "testutil.h"
 #include "vs_publisher.h"
+#include "vs_writer.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -1211,7 +1212,7 @@ typedef struct {
     char publisher[80];
     bool seen[2001]; /* ids of table t upserted                      */
     size_t seen_count;
-    size_t upserts; /* UPSERT changes received                      */
+    size_t upserts;         /* UPSERT changes received                      */
     uint64_t set_first[64]; /* first and last version of the first 64 sets  */
     uint64_t set_last[64];
 } s_broker_t;
@@ -1581,7 +1582,8 @@ static void test_actor_lingers_under_load(void)
     const char *path = s_make_db("linger_limit", "CREATE TABLE t (id INTEGER PRIMARY KEY);");
     zcert_t *cert = zcert_new();
     char answer[512];
-    zactor_t *publisher = s_publisher_start_linger(path, &broker, cert, 10001, answer, sizeof answer);
+    zactor_t *publisher =
+        s_publisher_start_linger(path, &broker, cert, 10001, answer, sizeof answer);
     VS_CHECK(publisher != NULL && strstr(answer, "ERROR linger 10001 ms") == answer);
     zactor_destroy(&publisher);
     zcert_destroy(&cert);
@@ -1812,6 +1814,248 @@ static void test_actor_errors(void)
     s_broker_stop(&broker);
 }
 
+/* ---------------------------------------------------------------------------------------------
+    vs_writer: in-process capture.                                                             */
+
+/*  The statements both copies run, in one transaction each: every key shape, key changes,
+    a multi-row UPDATE, more than 32 rows of one table (the
+    flush's many-row INSERT) and a DELETE without WHERE (SQLite's truncate path).             */
+static const char *const s_writer_workload[] = {
+    "INSERT INTO r VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+    "WITH RECURSIVE n(i) AS (SELECT 10 UNION ALL SELECT i + 1 FROM n WHERE i < 80) "
+    "INSERT INTO r SELECT i, 'bulk' FROM n",
+    "UPDATE r SET v = 'B' WHERE id = 2",
+    "UPDATE r SET id = 5 WHERE id = 3",
+    "UPDATE r SET v = v || '!' WHERE id > 70",
+    "DELETE FROM r WHERE id = 2",
+    "INSERT INTO c VALUES ('x', 1, 'first'), ('y', 1, 2), ('x', 2, x'00ff')",
+    "UPDATE c SET a = 'z' WHERE a = 'x' AND b = 1",
+    "UPDATE c SET v = 'same key' WHERE b = 2",
+    "DELETE FROM c WHERE a = 'y'",
+    "INSERT INTO w VALUES ('k', 1.5), ('j', NULL)",
+    "UPDATE w SET name = 'K' WHERE name = 'k'",
+    "INSERT INTO f VALUES (2.5, 'real key'), (x'0102', 'blob key')",
+    "UPDATE f SET v = 'again' WHERE k = 2.5",
+    "INSERT INTO plain VALUES (1, 2)",
+    "DELETE FROM t",
+};
+
+static const char *const s_writer_schema =
+    "CREATE TABLE r (id INTEGER PRIMARY KEY, v);"
+    "CREATE TABLE c (a TEXT, b INTEGER, v, PRIMARY KEY (b, a));"
+    "CREATE TABLE w (name TEXT PRIMARY KEY, v) WITHOUT ROWID;"
+    "CREATE TABLE f (k PRIMARY KEY, v);"
+    "CREATE TABLE t (id INTEGER PRIMARY KEY, v);"
+    "CREATE TABLE plain (x, y);"
+    "CREATE TABLE e (id INTEGER PRIMARY KEY, email TEXT UNIQUE);"
+    "INSERT INTO t VALUES (1, 'one'), (2, 'two'), (3, 'three');";
+
+static void s_log_text(sqlite3 *db, char *out, size_t size)
+{
+    s_query_text(db,
+                 "SELECT version, tbl, quote(k0), quote(k1), quote(k2) FROM _versync_log "
+                 "ORDER BY version",
+                 out, size);
+}
+
+/*  A transaction written through a writer leaves the same log rows, under the same versions,
+    as the triggers leave for the same statements, and the capture reads the same changes.   */
+static void test_writer_logs_as_triggers(void)
+{
+    char trigger_path[4096];
+    snprintf(trigger_path, sizeof trigger_path, "%s",
+             s_make_db("writer_triggers", s_writer_schema));
+    const char *writer_path = s_make_db("writer_hook", s_writer_schema);
+    vs_capture_t *by_trigger = s_open(trigger_path, 0);
+    vs_capture_t *by_writer = s_open(writer_path, 0);
+    VS_REQUIRE(by_trigger != NULL && by_writer != NULL);
+    sqlite3 *trigger_db = s_connect(trigger_path);
+    sqlite3 *writer_db = s_connect(writer_path);
+    vs_writer_t *writer = NULL;
+    char error[512];
+    VS_REQUIRE(vs_writer_attach(&writer, writer_db, error, sizeof error) == VS_OK);
+
+    VS_CHECK(s_exec(trigger_db, "BEGIN"));
+    VS_CHECK(vs_writer_begin(writer) == VS_OK);
+    for (size_t index = 0; index < sizeof s_writer_workload / sizeof *s_writer_workload; index++) {
+        VS_CHECK(s_exec(trigger_db, s_writer_workload[index]));
+        VS_CHECK(s_exec(writer_db, s_writer_workload[index]));
+    }
+    VS_CHECK(s_exec(trigger_db, "COMMIT"));
+    VS_CHECK(vs_writer_commit(writer) == VS_OK);
+
+    static char expected[1 << 15];
+    static char got[1 << 15];
+    s_log_text(trigger_db, expected, sizeof expected);
+    s_log_text(writer_db, got, sizeof got);
+    VS_CHECK(strcmp(expected, got) == 0);
+    if (strcmp(expected, got) != 0) {
+        size_t at = 0;
+        while (expected[at] && expected[at] == got[at]) {
+            at++;
+        }
+        at = at > 40 ? at - 40 : 0;
+        fprintf(stderr, "  triggers: ...%.200s\n  writer:   ...%.200s\n", expected + at, got + at);
+    }
+    /* More than the three rows of t that were there before: the workload logged something. */
+    VS_CHECK(s_query_int(writer_db, "SELECT count(*) FROM _versync_log") > 100);
+    const char *rows = "SELECT 'r', quote(id), quote(v) FROM r UNION ALL SELECT 'c', quote(a), "
+                       "quote(b) || quote(v) FROM c UNION ALL SELECT 'w', quote(name), quote(v) "
+                       "FROM w UNION ALL SELECT 'f', quote(k), quote(v) FROM f UNION ALL "
+                       "SELECT 't', id, v FROM t";
+    s_query_text(trigger_db, rows, expected, sizeof expected);
+    s_query_text(writer_db, rows, got, sizeof got);
+    VS_CHECK(strcmp(expected, got) == 0);
+
+    s_snapshot_t *from_trigger = malloc(sizeof *from_trigger);
+    s_snapshot_t *from_writer = malloc(sizeof *from_writer);
+    VS_REQUIRE(from_trigger != NULL && from_writer != NULL);
+    VS_CHECK(s_read(by_trigger, 0, from_trigger) == VS_OK);
+    VS_CHECK(s_read(by_writer, 0, from_writer) == VS_OK);
+    VS_CHECK(from_trigger->valid && from_writer->valid);
+    VS_CHECK(from_writer->change_count > 80);
+    VS_CHECK(strcmp(from_trigger->text, from_writer->text) == 0);
+
+    /* A REPLACE deletes the rows it conflicts with. SQLite runs no DELETE trigger for those
+       (unless recursive_triggers is on), but calls the preupdate hook: the writer logs the
+       replaced key once more, and a row deleted for another column's UNIQUE constraint too. */
+    uint64_t after = from_writer->last_version;
+    VS_CHECK(vs_writer_begin(writer) == VS_OK);
+    VS_CHECK(s_exec(writer_db, "INSERT INTO e VALUES (1, 'a@x')"));
+    VS_CHECK(vs_writer_commit(writer) == VS_OK);
+    after++;
+    VS_CHECK(vs_writer_begin(writer) == VS_OK);
+    VS_CHECK(s_exec(writer_db, "INSERT OR REPLACE INTO r VALUES (1, 'replaced');"
+                               "INSERT OR REPLACE INTO e VALUES (2, 'a@x');"));
+    VS_CHECK(vs_writer_commit(writer) == VS_OK);
+    char query[256];
+    snprintf(query, sizeof query,
+             "SELECT group_concat(t.name || ':' || l.k0, ' ') FROM _versync_log l JOIN "
+             "_versync_tables t ON t.id = l.tbl WHERE l.version > %llu",
+             (unsigned long long) after);
+    s_query_text(writer_db, query, got, sizeof got);
+    VS_CHECK(strcmp(got, "r:1 r:1 e:1 e:2") == 0);
+    if (strcmp(got, "r:1 r:1 e:1 e:2") != 0) {
+        fprintf(stderr, "  got: %s\n", got);
+    }
+    VS_CHECK(s_read(by_writer, after, from_writer) == VS_OK);
+    VS_CHECK(strcmp(from_writer->text, "r U 1|'replaced'; e D 1; e U 2|'a@x'") == 0);
+    if (strcmp(from_writer->text, "r U 1|'replaced'; e D 1; e U 2|'a@x'") != 0) {
+        fprintf(stderr, "  got: %s\n", from_writer->text);
+    }
+
+    /* Detached, the connection runs the triggers again. */
+    vs_writer_detach(&writer);
+    vs_writer_detach(&writer);
+    int64_t before = s_query_int(writer_db, "SELECT count(*) FROM _versync_log");
+    VS_CHECK(s_exec(writer_db, "INSERT INTO r VALUES (100, 'after detach')"));
+    VS_CHECK(s_query_int(writer_db, "SELECT count(*) FROM _versync_log") == before + 1);
+    VS_CHECK(s_query_int(writer_db, "SELECT k0 FROM _versync_log ORDER BY version DESC") == 100);
+
+    free(from_trigger);
+    free(from_writer);
+    sqlite3_close(trigger_db);
+    sqlite3_close(writer_db);
+    vs_capture_destroy(&by_trigger);
+    vs_capture_destroy(&by_writer);
+}
+
+/*  A commit that would leave changes unlogged is refused and rolled back; a rollback forgets
+    the noted keys; a table attached after the writer is matched from the next transaction,
+    and a transaction that began before it is refused at flush.                              */
+static void test_writer_refuses(void)
+{
+    const char *path = s_make_db("writer_refuses", "CREATE TABLE r (id INTEGER PRIMARY KEY, v);");
+    vs_capture_t *capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    sqlite3 *db = s_connect(path);
+    vs_writer_t *writer = NULL;
+    char error[512];
+
+    /* Not inside a transaction; not on a database without versync's tables. */
+    VS_CHECK(s_exec(db, "BEGIN"));
+    VS_CHECK(vs_writer_attach(&writer, db, error, sizeof error) == VS_EINVAL);
+    VS_CHECK(writer == NULL);
+    VS_CHECK(s_exec(db, "ROLLBACK"));
+    sqlite3 *other = NULL;
+    char other_path[4096];
+    snprintf(other_path, sizeof other_path, "%s/other.db", vs_test_dir("writer_refuses_other"));
+    VS_REQUIRE(sqlite3_open(other_path, &other) == SQLITE_OK);
+    VS_CHECK(vs_writer_attach(&writer, other, error, sizeof error) == VS_EINVAL);
+    VS_CHECK(strstr(error, "_versync_tables") != NULL);
+    sqlite3_close(other);
+
+    /* A trigger of the application's own would silently stop running: refused. */
+    VS_CHECK(s_exec(db, "CREATE TABLE audit (x); CREATE TRIGGER audit_r AFTER INSERT ON r "
+                        "BEGIN INSERT INTO audit VALUES (NEW.id); END;"));
+    VS_CHECK(vs_writer_attach(&writer, db, error, sizeof error) == VS_EINVAL);
+    VS_CHECK(strstr(error, "audit_r") != NULL);
+    VS_CHECK(s_exec(db, "DROP TRIGGER audit_r"));
+    VS_REQUIRE(vs_writer_attach(&writer, db, error, sizeof error) == VS_OK);
+
+    /* An autocommit INSERT, and a transaction ended by a plain COMMIT: rolled back. */
+    VS_CHECK(sqlite3_exec(db, "INSERT INTO r VALUES (1, 'a')", NULL, NULL, NULL) ==
+             SQLITE_CONSTRAINT);
+    VS_CHECK(sqlite3_extended_errcode(db) == SQLITE_CONSTRAINT_COMMITHOOK);
+    VS_CHECK(s_exec(db, "BEGIN; INSERT INTO r VALUES (2, 'b');"));
+    VS_CHECK(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_CONSTRAINT);
+    VS_CHECK(sqlite3_get_autocommit(db));
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM r") == 0);
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM _versync_log WHERE tbl > 0") == 0);
+
+    /* A rolled-back transaction's keys are forgotten. */
+    VS_CHECK(vs_writer_begin(writer) == VS_OK);
+    VS_CHECK(s_exec(db, "INSERT INTO r VALUES (3, 'c'); ROLLBACK;"));
+    VS_CHECK(vs_writer_begin(writer) == VS_OK);
+    VS_CHECK(s_exec(db, "INSERT INTO r VALUES (4, 'd')"));
+    VS_CHECK(vs_writer_commit(writer) == VS_OK);
+    char text[1024];
+    s_query_text(db, "SELECT group_concat(k0) FROM _versync_log WHERE tbl > 0", text, sizeof text);
+    VS_CHECK(strcmp(text, "4") == 0);
+
+    /* The publisher attaches a new table while the writer is attached. */
+    sqlite3 *app = s_connect(path);
+    VS_CHECK(s_exec(app, "CREATE TABLE u (k TEXT PRIMARY KEY, v)"));
+    sqlite3_close(app);
+    s_snapshot_t *snapshot = malloc(sizeof *snapshot);
+    VS_REQUIRE(snapshot != NULL);
+    VS_CHECK(s_read(capture, 0, snapshot) == VS_OK);
+    VS_CHECK(vs_capture_table_count(capture) == 2);
+    /* Begun by the application itself, matched against the old tables: refused at flush. */
+    VS_CHECK(s_exec(db, "BEGIN; INSERT INTO u VALUES ('x', 1);"));
+    VS_CHECK(vs_writer_commit(writer) == VS_ESCHEMA);
+    VS_CHECK(strstr(vs_writer_error(writer), "schema changed") != NULL);
+    VS_CHECK(s_exec(db, "ROLLBACK"));
+    VS_CHECK(vs_writer_begin(writer) == VS_OK);
+    VS_CHECK(s_exec(db, "INSERT INTO u VALUES ('x', 1)"));
+    VS_CHECK(vs_writer_commit(writer) == VS_OK);
+    s_query_text(db,
+                 "SELECT t.name, l.k0 FROM _versync_log l JOIN _versync_tables t ON "
+                 "t.id = l.tbl ORDER BY l.version",
+                 text, sizeof text);
+    VS_CHECK(strcmp(text, "r,4;u,x") == 0);
+    VS_CHECK(s_read(capture, 0, snapshot) == VS_OK);
+    VS_CHECK(strcmp(snapshot->text, "r U 4|'d'; u U 'x'|1") == 0);
+    if (strcmp(snapshot->text, "r U 4|'d'; u U 'x'|1") != 0) {
+        fprintf(stderr, "  got: %s\n", snapshot->text);
+    }
+    /* A trigger created later makes the flush fail before anything is logged. */
+    app = s_connect(path);
+    VS_CHECK(s_exec(app, "CREATE TRIGGER audit_u AFTER INSERT ON u BEGIN SELECT 1; END;"));
+    sqlite3_close(app);
+    VS_CHECK(vs_writer_begin(writer) == VS_EINVAL);
+    VS_CHECK(strstr(vs_writer_error(writer), "audit_u") != NULL);
+    VS_CHECK(s_exec(db, "INSERT INTO u VALUES ('y', 2)"));
+    VS_CHECK(vs_writer_commit(writer) != VS_OK);
+    VS_CHECK(s_exec(db, "ROLLBACK"));
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM u") == 1);
+
+    free(snapshot);
+    vs_writer_detach(&writer);
+    sqlite3_close(db);
+    vs_capture_destroy(&capture);
+}
+
 int main(void)
 {
     zsys_init();
@@ -1833,6 +2077,8 @@ int main(void)
     vs_test_run("dedup_key_types", test_dedup_key_types);
     vs_test_run("trigger_upgrade", test_trigger_upgrade);
     vs_test_run("log_upgrade", test_log_upgrade);
+    vs_test_run("writer_logs_as_triggers", test_writer_logs_as_triggers);
+    vs_test_run("writer_refuses", test_writer_refuses);
     vs_test_run("changed", test_changed);
     vs_test_run("throughput", test_throughput);
     vs_test_run("actor_publishes", test_actor_publishes);
