@@ -101,7 +101,13 @@ PG_VERSION=$("$PG_BIN/postgres" --version | awk '{print $3}')
 
 mkdir -p "$BUILD_DIR"
 VSBENCH=$BUILD_DIR/vsbench
-cc -std=c11 -O2 -Wall -Wextra -o "$VSBENCH" "$HERE/vsbench.c" \
+# With versync built, vsbench links its vs_writer (publisher/vs_writer.h) for the in-process
+# capture variants of W1 and W5 (--capture writer).
+VSBENCH_WRITER=()
+if [ -f "$BUILD_DIR/libvs_publisher.a" ]; then
+    VSBENCH_WRITER=(-DVSBENCH_WRITER -I"$ROOT/publisher" -I"$ROOT/proto" "$BUILD_DIR/libvs_publisher.a")
+fi
+cc -std=c11 -O2 -Wall -Wextra -o "$VSBENCH" "$HERE/vsbench.c" "${VSBENCH_WRITER[@]}" \
     $(pkg-config --cflags --libs sqlite3 libzmq) -I"$(pg_config --includedir)" -lpq \
     -lpthread -lm || fail "cannot compile bench/vsbench.c"
 VSLIGHT=
@@ -208,12 +214,13 @@ record() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" >>"$RESULTS"; 
 # value KEY FILE: the value of a "key value" line of vsbench's output
 value() { awk -v k="$1" '$1 == k { print $2; exit }' "$2"; }
 
-record_cpu() {   # record_cpu WORKLOAD RUN FILE: CPU seconds of each process over the timed
-    # part (vsbench --watch order: broker, publisher, subscriber; self: the master's writer)
-    record "$1" writer_cpu_s versync "$2" "$(value self_cpu_s "$3")"
-    record "$1" broker_cpu_s versync "$2" "$(value cpu_s.0 "$3")"
-    record "$1" publisher_cpu_s versync "$2" "$(value cpu_s.1 "$3")"
-    record "$1" subscriber_cpu_s versync "$2" "$(value cpu_s.2 "$3")"
+record_cpu() {   # record_cpu WORKLOAD RUN FILE [PREFIX]: CPU seconds of each process over the
+    # timed part (vsbench --watch order: broker, publisher, subscriber; self: the master's
+    # writer), as PREFIXwriter_cpu_s and so on
+    record "$1" "${4:-}writer_cpu_s" versync "$2" "$(value self_cpu_s "$3")"
+    record "$1" "${4:-}broker_cpu_s" versync "$2" "$(value cpu_s.0 "$3")"
+    record "$1" "${4:-}publisher_cpu_s" versync "$2" "$(value cpu_s.1 "$3")"
+    record "$1" "${4:-}subscriber_cpu_s" versync "$2" "$(value cpu_s.2 "$3")"
 }
 
 pair_ids() {   # pair_ids RUN: the ids of the run's W2 and W5 pairs: 1a 1b ... (1 if one)
@@ -405,19 +412,58 @@ writer_master() {   # writer_master DIR: DIR/master.db with versync's capture tr
     stop_bg "$publisher"
 }
 
-writer_limits() {   # writer_limits RUN: W1's and W5's writes with the capture triggers, alone
-    local i=$1 dir=$WORK/writer.$i out=$WORK/writer.$i
-    say "run $i: limits (the master's writer with capture triggers, nothing replicating)"
-    writer_master "$dir/bulk"
-    # the slave is the master itself: timed until the last commit
-    "$VSBENCH" bulk --kind sqlite --master "$dir/bulk/master.db" --slave "$dir/bulk/master.db" \
-        --rows "$W1_ROWS" --txn "$W1_TXN" --timeout "$TIMEOUT" >"$out.bulk" || fail "writer limit"
-    record limit writer_rows_per_s limit "$i" "$(value rows_per_s "$out.bulk")"
-    writer_master "$dir/hot"
-    "$VSBENCH" hot --kind sqlite --master "$dir/hot/master.db" --slave "$dir/hot/master.db" \
-        --rows "$W5_ROWS" --updates "$W5_UPDATES" --txn "$W5_TXN" --timeout "$TIMEOUT" \
-        >"$out.hot" || fail "writer limit (hot)"
-    record limit writer_updates_per_s limit "$i" "$(value updates_per_s "$out.hot")"
+writer_limits() {   # writer_limits RUN: W1's and W5's writes with the capture triggers, alone,
+                    # then through a vs_writer (in-process capture), alone
+    local i=$1 dir=$WORK/writer.$i out=$WORK/writer.$i capture prefix
+    for capture in triggers writer; do
+        [ "$capture" = writer ] && [ ${#VSBENCH_WRITER[@]} = 0 ] && continue
+        prefix=$([ "$capture" = writer ] && echo writer_inproc || echo writer)
+        say "run $i: limits (the master's writer with capture $capture, nothing replicating)"
+        writer_master "$dir/bulk.$capture"
+        # the slave is the master itself: timed until the last commit
+        "$VSBENCH" bulk --kind sqlite --master "$dir/bulk.$capture/master.db" \
+            --slave "$dir/bulk.$capture/master.db" --capture "$capture" \
+            --rows "$W1_ROWS" --txn "$W1_TXN" --timeout "$TIMEOUT" >"$out.bulk" \
+            || fail "writer limit"
+        record limit "${prefix}_rows_per_s" limit "$i" "$(value rows_per_s "$out.bulk")"
+        writer_master "$dir/hot.$capture"
+        "$VSBENCH" hot --kind sqlite --master "$dir/hot.$capture/master.db" \
+            --slave "$dir/hot.$capture/master.db" --capture "$capture" \
+            --rows "$W5_ROWS" --updates "$W5_UPDATES" --txn "$W5_TXN" --timeout "$TIMEOUT" \
+            >"$out.hot" || fail "writer limit (hot)"
+        record limit "${prefix}_updates_per_s" limit "$i" "$(value updates_per_s "$out.hot")"
+    done
+    [ "$KEEP" = 1 ] || rm -rf "$dir"
+}
+
+vs_inproc() {   # vs_inproc RUN W1|W5: the workload with the master written through a vs_writer
+    local i=$1 workload=$2 dir=$WORK/vs/inproc.$2.$1 out=$WORK/vs-inproc.$2.$1
+    [ ${#VSBENCH_WRITER[@]} = 0 ] && return 0
+    say "run $i: versync $workload, in-process capture (vs_writer)"
+    vs_start "$dir"
+    local subscriber
+    vs_subscribe "$dir/slaves/slave.db" "$dir/subscriber.log"
+    subscriber=$LAST_PID
+    vs_ready "$dir" "$dir/slaves/slave.db" "$subscriber"
+    if [ "$workload" = W1 ]; then
+        "$VSBENCH" bulk --kind sqlite --master "$dir/master.db" --slave "$dir/slaves/slave.db" \
+            --capture writer --rows "$W1_ROWS" --txn "$W1_TXN" --timeout "$TIMEOUT" \
+            --watch "$VS_BROKER_PID" --watch "$VS_PUBLISHER_PID" --watch "$subscriber" \
+            >"$out" || fail "versync W1 in-process (logs in $dir)"
+        check_verify "$out" W1
+        record W1 inproc_rows_per_s versync "$i" "$(value rows_per_s "$out")"
+        record_cpu W1 "$i" "$out" inproc_
+    else
+        "$VSBENCH" hot --kind sqlite --master "$dir/master.db" --slave "$dir/slaves/slave.db" \
+            --capture writer --rows "$W5_ROWS" --updates "$W5_UPDATES" --txn "$W5_TXN" \
+            --timeout "$TIMEOUT" \
+            --watch "$VS_BROKER_PID" --watch "$VS_PUBLISHER_PID" --watch "$subscriber" \
+            >"$out" || fail "versync W5 in-process (logs in $dir)"
+        check_verify "$out" W5
+        record W5 inproc_updates_per_s versync "$i" "$(value updates_per_s "$out")"
+        record_cpu W5 "$i" "$out" inproc_
+    fi
+    stop_bg "$subscriber" "$VS_PUBLISHER_PID" "$VS_BROKER_PID"
     [ "$KEEP" = 1 ] || rm -rf "$dir"
 }
 
@@ -623,6 +669,7 @@ for i in $(seq 1 "$RUNS"); do
     if want W1 || want W3; then
         [ "$VERSYNC_OK" = 1 ] && vs_w1_w3 "$i"
         pg_w1_w3 "$i"
+        want W1 && [ "$VERSYNC_OK" = 1 ] && vs_inproc "$i" W1
     fi
     # W2 and W5 take seconds and move most with the machine: several pairs a run, each
     # its own pair in the ratios (ids 1a, 1b, ...).
@@ -634,6 +681,7 @@ for i in $(seq 1 "$RUNS"); do
         if want W5; then
             [ "$VERSYNC_OK" = 1 ] && vs_w5 "$pair"
             pg_w5 "$pair"
+            [ "$VERSYNC_OK" = 1 ] && vs_inproc "$pair" W5
         fi
     done
     if want W4 && [ "$VERSYNC_OK" = 1 ]; then

@@ -9,18 +9,22 @@
 set -euo pipefail
 results=$1
 
-# The rows: workload|metric key|label|limits (any of "apply", "apply32", "curve", "writer" and
-# "hotwriter": the master's W1 or W5 writes with capture triggers, nothing replicating)
-cpu_rows() {   # cpu_rows WORKLOAD LABEL: where the CPU of a throughput workload went
+# The rows: workload|metric key|label|limits|PostgreSQL's metric key when it is not the same.
+# Limits are any of "apply", "apply32", "curve", "writer" and "hotwriter" (the master's W1 or
+# W5 writes with capture triggers, nothing replicating), "inprocwriter" and "inprochotwriter"
+# (the same through a vs_writer). The in-process rows are paired with PostgreSQL's W1 and W5.
+cpu_rows() {   # cpu_rows WORKLOAD LABEL [PREFIX]: where the CPU of a throughput workload went
     local process
     for process in writer broker publisher subscriber; do
-        echo "$1|${process}_cpu_s|$2: CPU s of the $process|"
+        echo "$1|${3:-}${process}_cpu_s|$2: CPU s of the $process|"
     done
 }
 
 spec() {
     echo "W1|rows_per_s|W1 bulk: rows/s, first commit to all on the slave|apply apply32 curve writer"
     cpu_rows W1 "W1 bulk"
+    echo "W1|inproc_rows_per_s|W1 bulk, in-process capture (vs_writer): rows/s|apply apply32 inprocwriter|rows_per_s"
+    cpu_rows W1 "W1 bulk, in-process capture" inproc_
     echo "W2|p50_ms|W2 latency: commit to visible, p50 ms|"
     echo "W2|p99_ms|W2 latency: p99 ms|"
     echo "W2|max_ms|W2 latency: max ms|"
@@ -36,12 +40,16 @@ spec() {
     done
     echo "W5|updates_per_s|W5 hot rows: updates/s, first commit to last on the slave|apply hotwriter"
     cpu_rows W5 "W5 hot rows"
+    echo "W5|inproc_updates_per_s|W5 hot rows, in-process capture (vs_writer): updates/s|apply inprochotwriter|updates_per_s"
+    cpu_rows W5 "W5 hot rows, in-process capture" inproc_
     echo "limit|apply_rows_per_s|limit: SQLite upsert, 10,000-row transactions, rows/s|"
     echo "limit|apply32_rows_per_s|limit: the same, 32 rows a statement (as versync's slaves write), rows/s|"
     echo "limit|curve_rows_per_s|limit: ZeroMQ CURVE over loopback, same bytes, rows/s|"
     echo "limit|curve_mb_per_s|limit: ZeroMQ CURVE over loopback, MB/s|"
     echo "limit|writer_rows_per_s|limit: the master's W1 writes with capture triggers, nothing replicating, rows/s|"
     echo "limit|writer_updates_per_s|limit: the master's W5 writes with capture triggers, nothing replicating, updates/s|"
+    echo "limit|writer_inproc_rows_per_s|limit: the master's W1 writes through a vs_writer, nothing replicating, rows/s|"
+    echo "limit|writer_inproc_updates_per_s|limit: the master's W5 writes through a vs_writer, nothing replicating, updates/s|"
 }
 
 spec | awk -F'|' -v results="$results" '
@@ -91,19 +99,23 @@ BEGIN {
     lkeys["curve"] = "curve_rows_per_s"; lnames["curve"] = "CURVE transport"
     lkeys["writer"] = "writer_rows_per_s"; lnames["writer"] = "the writer alone"
     lkeys["hotwriter"] = "writer_updates_per_s"; lnames["hotwriter"] = "the writer alone"
+    lkeys["inprocwriter"] = "writer_inproc_rows_per_s"; lnames["inprocwriter"] = "the writer alone"
+    lkeys["inprochotwriter"] = "writer_inproc_updates_per_s"
+    lnames["inprochotwriter"] = "the writer alone"
     print "| workload, metric | versync | PostgreSQL 15 | ratio | versync vs limit |"
     print "| --- | --- | --- | --- | --- |"
 }
 {
     key = $1 SUBSEP $2
+    pgkey = $5 == "" ? key : $1 SUBSEP $5
     sys = $1 == "limit" ? "limit" : "versync"
     vs = cell(key, sys)
-    pg = $1 == "limit" ? "" : cell(key, "postgresql")
+    pg = $1 == "limit" ? "" : cell(pgkey, "postgresql")
     ratios = ""
     for (r in runs) {
-        if ((key, "versync", r) in value && (key, "postgresql", r) in value \
-            && value[key, "postgresql", r] + 0 != 0) {
-            ratios = ratios " " (value[key, "versync", r] / value[key, "postgresql", r])
+        if ((key, "versync", r) in value && (pgkey, "postgresql", r) in value \
+            && value[pgkey, "postgresql", r] + 0 != 0) {
+            ratios = ratios " " (value[key, "versync", r] / value[pgkey, "postgresql", r])
         }
     }
     ratio = ratios == "" ? "-" : sprintf("%.2f", median(ratios))

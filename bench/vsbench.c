@@ -26,6 +26,10 @@
       triggers  --db FILE                                  wait until a publisher has installed
                                                            its capture triggers on items
 
+    bulk and hot take --capture writer (SQLite only): the master's connection attaches a
+    vs_writer (publisher/vs_writer.h), which logs the changed keys itself instead of the
+    triggers; vsbench must then be built with -DVSBENCH_WRITER and libvs_publisher.a.
+
     Common options: --timeout S (default 600), --watch PID (a process whose CPU time over the
     measured interval and peak RSS are reported; repeatable), --watch-tree PID (a process and
     its children, sampled every 20 ms: the largest peak RSS of any one of them; for PostgreSQL,
@@ -57,6 +61,9 @@
 #include <libpq-fe.h>
 #include <sqlite3.h>
 #include <zmq.h>
+#ifdef VSBENCH_WRITER
+#include "vs_writer.h"
+#endif
 
 #define MAX_WATCH 16
 
@@ -320,6 +327,9 @@ typedef struct {
     PGconn *pg;
     bool pg_insert_prepared;
     bool pg_update_prepared;
+#ifdef VSBENCH_WRITER
+    vs_writer_t *writer; /* --capture writer: logs the master's changed keys itself */
+#endif
 } db_t;
 
 static void sq_check(db_t *db, int code, const char *what)
@@ -398,6 +408,9 @@ static void db_open(db_t *db, kind_t kind, const char *conn, bool create, int64_
 
 static void db_close(db_t *db)
 {
+#ifdef VSBENCH_WRITER
+    vs_writer_detach(&db->writer);
+#endif
     sqlite3_stmt **statements[] = {&db->insert, &db->update, &db->has, &db->max,
                                    &db->updated_of, &db->warm_insert, &db->warm_has};
     for (size_t i = 0; i < sizeof statements / sizeof statements[0]; i++) {
@@ -563,12 +576,47 @@ static int64_t count_rows(db_t *db)
 
 static void db_begin(db_t *db)
 {
+#ifdef VSBENCH_WRITER
+    if (db->writer) {
+        if (vs_writer_begin(db->writer) != 0) {
+            die("vs_writer_begin: %s", vs_writer_error(db->writer));
+        }
+        return;
+    }
+#endif
     db_exec(db, db->kind == KIND_SQLITE ? "BEGIN IMMEDIATE" : "BEGIN");
 }
 
 static void db_commit(db_t *db)
 {
+#ifdef VSBENCH_WRITER
+    if (db->writer) {
+        if (vs_writer_commit(db->writer) != 0) {
+            die("vs_writer_commit: %s", vs_writer_error(db->writer));
+        }
+        return;
+    }
+#endif
     db_exec(db, "COMMIT");
+}
+
+/* --capture writer: the master's changes are logged by a vs_writer on its connection. */
+static void db_attach_writer(db_t *db, bool writer)
+{
+    if (!writer) {
+        return;
+    }
+    if (db->kind != KIND_SQLITE) {
+        die("--capture writer is for a SQLite master");
+    }
+#ifdef VSBENCH_WRITER
+    char error[512];
+    if (vs_writer_attach(&db->writer, db->sq, error, sizeof error) != 0) {
+        die("vs_writer_attach: %s", error);
+    }
+#else
+    die("--capture writer: vsbench was built without libvs_publisher.a (-DVSBENCH_WRITER)");
+#endif
 }
 
 /* Inserts rows first..first+count-1 (inside the caller's transaction or in autocommit). */
@@ -719,6 +767,7 @@ typedef struct {
     int64_t rows, txn, commits, updates, start_id, message_size, per_statement;
     double interval_ms, timeout_s;
     char **command; /* after "--" */
+    bool writer;    /* --capture writer */
     const char *also[512]; /* bulk: more slaves that must all reach the last row */
     int also_count;
 } options_t;
@@ -745,7 +794,13 @@ static void parse(int argc, char **argv, options_t *o)
             die("option %s needs a value", key);
         }
         const char *value = argv[++i];
-        if (strcmp(key, "--kind") == 0) {
+        if (strcmp(key, "--capture") == 0) {
+            if (strcmp(value, "writer") == 0) {
+                o->writer = true;
+            } else if (strcmp(value, "triggers") != 0) {
+                die("--capture is triggers or writer");
+            }
+        } else if (strcmp(key, "--kind") == 0) {
             if (strcmp(value, "sqlite") == 0) {
                 o->kind = KIND_SQLITE;
             } else if (strcmp(value, "pg") == 0) {
@@ -931,6 +986,7 @@ static int cmd_bulk(options_t *o)
     int64_t deadline = deadline_of(o);
     db_t master, slave;
     db_open(&master, o->kind, o->master, false, deadline);
+    db_attach_writer(&master, o->writer);
     db_open(&slave, o->kind, o->slave, false, deadline);
     db_prepare_slave(&slave);
     int64_t last = o->start_id + o->rows - 1;
@@ -1095,6 +1151,7 @@ static int cmd_hot(options_t *o)
     int64_t deadline = deadline_of(o);
     db_t master, slave;
     db_open(&master, o->kind, o->master, false, deadline);
+    db_attach_writer(&master, o->writer);
     db_open(&slave, o->kind, o->slave, false, deadline);
     db_prepare_slave(&slave);
     db_begin(&master);
