@@ -54,8 +54,11 @@ typedef struct vs_writer vs_writer_t;
     failed) or VS_ENOMEM, with a reason in error.                                             */
 int vs_writer_attach(vs_writer_t **self_p, sqlite3 *db, char *error, size_t error_size);
 
-/*  Starts a transaction (BEGIN) and reloads the replicated tables when the schema changed.
-    Returns VS_OK or VS_ESTORE.                                                               */
+/*  Starts a write transaction (BEGIN IMMEDIATE: it waits for the write lock in the
+    connection's busy handler, where a deferred BEGIN that has read first would fail with
+    SQLITE_BUSY_SNAPSHOT once the publisher's trims commit) and reloads the replicated tables
+    when the schema changed. Returns VS_OK, VS_EINVAL (a foreign trigger appeared) or
+    VS_ESTORE.                                                                                */
 int vs_writer_begin(vs_writer_t *self);
 
 /*  Logs the keys changed since the last flush into _versync_log, inside the open transaction.

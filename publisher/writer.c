@@ -506,7 +506,7 @@ const char *vs_writer_error(const vs_writer_t *self)
 
 int vs_writer_begin(vs_writer_t *self)
 {
-    if (sqlite3_exec(self->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+    if (sqlite3_exec(self->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
         return s_sqlite_error(self, "cannot begin");
     }
     /* The schema as this transaction sees it: reading it starts the transaction's snapshot. */
