@@ -1818,7 +1818,8 @@ static void test_actor_errors(void)
     vs_writer: in-process capture.                                                             */
 
 /*  The statements both copies run, in one transaction each: every key shape, key changes,
-    a multi-row UPDATE, more than 32 rows of one table (the
+    a RETURNING clause (SQLite codes it as a trigger), a
+    multi-row UPDATE, more than 32 rows of one table (the
     flush's many-row INSERT) and a DELETE without WHERE (SQLite's truncate path).             */
 static const char *const s_writer_workload[] = {
     "INSERT INTO r VALUES (1, 'a'), (2, 'b'), (3, 'c')",
@@ -1838,6 +1839,8 @@ static const char *const s_writer_workload[] = {
     "UPDATE f SET v = 'again' WHERE k = 2.5",
     "INSERT INTO plain VALUES (1, 2)",
     "DELETE FROM t",
+    "INSERT INTO parent VALUES (1), (2); INSERT INTO child VALUES (10, 1), (11, 1), (20, 2)",
+    "INSERT INTO r VALUES (200, 'returning') RETURNING id, v",
 };
 
 static const char *const s_writer_schema =
@@ -1848,6 +1851,9 @@ static const char *const s_writer_schema =
     "CREATE TABLE t (id INTEGER PRIMARY KEY, v);"
     "CREATE TABLE plain (x, y);"
     "CREATE TABLE e (id INTEGER PRIMARY KEY, email TEXT UNIQUE);"
+    "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+    "CREATE TABLE child (id INTEGER PRIMARY KEY, parent REFERENCES parent (id) "
+    "ON DELETE CASCADE);"
     "INSERT INTO t VALUES (1, 'one'), (2, 'two'), (3, 'three');";
 
 static void s_log_text(sqlite3 *db, char *out, size_t size)
@@ -1875,7 +1881,8 @@ static void test_writer_logs_as_triggers(void)
     char error[512];
     VS_REQUIRE(vs_writer_attach(&writer, writer_db, error, sizeof error) == VS_OK);
 
-    VS_CHECK(s_exec(trigger_db, "BEGIN"));
+    VS_CHECK(s_exec(trigger_db, "PRAGMA foreign_keys = ON; BEGIN"));
+    VS_CHECK(s_exec(writer_db, "PRAGMA foreign_keys = ON"));
     VS_CHECK(vs_writer_begin(writer) == VS_OK);
     for (size_t index = 0; index < sizeof s_writer_workload / sizeof *s_writer_workload; index++) {
         VS_CHECK(s_exec(trigger_db, s_writer_workload[index]));
@@ -1902,7 +1909,7 @@ static void test_writer_logs_as_triggers(void)
     const char *rows = "SELECT 'r', quote(id), quote(v) FROM r UNION ALL SELECT 'c', quote(a), "
                        "quote(b) || quote(v) FROM c UNION ALL SELECT 'w', quote(name), quote(v) "
                        "FROM w UNION ALL SELECT 'f', quote(k), quote(v) FROM f UNION ALL "
-                       "SELECT 't', id, v FROM t";
+                       "SELECT 't', id, v FROM t UNION ALL SELECT 'child', id, parent FROM child";
     s_query_text(trigger_db, rows, expected, sizeof expected);
     s_query_text(writer_db, rows, got, sizeof got);
     VS_CHECK(strcmp(expected, got) == 0);
@@ -1918,7 +1925,9 @@ static void test_writer_logs_as_triggers(void)
 
     /* A REPLACE deletes the rows it conflicts with. SQLite runs no DELETE trigger for those
        (unless recursive_triggers is on), but calls the preupdate hook: the writer logs the
-       replaced key once more, and a row deleted for another column's UNIQUE constraint too. */
+       replaced key once more, and a row deleted for another column's UNIQUE constraint too.
+       A cascading delete: the hook sees the parent before its children (its AFTER trigger
+       would log it after them); all three travel. */
     uint64_t after = from_writer->last_version;
     VS_CHECK(vs_writer_begin(writer) == VS_OK);
     VS_CHECK(s_exec(writer_db, "INSERT INTO e VALUES (1, 'a@x')"));
@@ -1926,7 +1935,8 @@ static void test_writer_logs_as_triggers(void)
     after++;
     VS_CHECK(vs_writer_begin(writer) == VS_OK);
     VS_CHECK(s_exec(writer_db, "INSERT OR REPLACE INTO r VALUES (1, 'replaced');"
-                               "INSERT OR REPLACE INTO e VALUES (2, 'a@x');"));
+                               "INSERT OR REPLACE INTO e VALUES (2, 'a@x');"
+                               "DELETE FROM parent WHERE id = 1;"));
     VS_CHECK(vs_writer_commit(writer) == VS_OK);
     char query[256];
     snprintf(query, sizeof query,
@@ -1934,13 +1944,15 @@ static void test_writer_logs_as_triggers(void)
              "_versync_tables t ON t.id = l.tbl WHERE l.version > %llu",
              (unsigned long long) after);
     s_query_text(writer_db, query, got, sizeof got);
-    VS_CHECK(strcmp(got, "r:1 r:1 e:1 e:2") == 0);
-    if (strcmp(got, "r:1 r:1 e:1 e:2") != 0) {
+    VS_CHECK(strcmp(got, "r:1 r:1 e:1 e:2 parent:1 child:10 child:11") == 0);
+    if (strcmp(got, "r:1 r:1 e:1 e:2 parent:1 child:10 child:11") != 0) {
         fprintf(stderr, "  got: %s\n", got);
     }
     VS_CHECK(s_read(by_writer, after, from_writer) == VS_OK);
-    VS_CHECK(strcmp(from_writer->text, "r U 1|'replaced'; e D 1; e U 2|'a@x'") == 0);
-    if (strcmp(from_writer->text, "r U 1|'replaced'; e D 1; e U 2|'a@x'") != 0) {
+    const char *expected_read = "r U 1|'replaced'; e D 1; e U 2|'a@x'; parent D 1; child D 10; "
+                                "child D 11";
+    VS_CHECK(strcmp(from_writer->text, expected_read) == 0);
+    if (strcmp(from_writer->text, expected_read) != 0) {
         fprintf(stderr, "  got: %s\n", from_writer->text);
     }
 
