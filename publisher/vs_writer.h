@@ -32,6 +32,7 @@
         (VS_ESCHEMA): roll it back and run it again.
       - Keys are kept in memory until the flush: about 16 bytes a changed row for an integer
         key.
+      - The writer takes the connection's preupdate, commit and rollback hooks.
     The writer borrows db, does not close it, and belongs to the thread that uses db.
 */
 #ifndef VS_WRITER_H_INCLUDED
@@ -58,7 +59,7 @@ int vs_writer_attach(vs_writer_t **self_p, sqlite3 *db, char *error, size_t erro
     connection's busy handler, where a deferred BEGIN that has read first would fail with
     SQLITE_BUSY_SNAPSHOT once the publisher's trims commit) and reloads the replicated tables
     when the schema changed. Returns VS_OK, VS_EINVAL (a foreign trigger appeared) or
-    VS_ESTORE.                                                                                */
+    VS_ESTORE; on failure no transaction is left open.                                        */
 int vs_writer_begin(vs_writer_t *self);
 
 /*  Logs the keys changed since the last flush into _versync_log, inside the open transaction.
@@ -70,8 +71,8 @@ int vs_writer_flush(vs_writer_t *self);
 int vs_writer_commit(vs_writer_t *self);
 
 /*  Removes the hooks, turns the connection's triggers back on and frees the writer; sets
-    *self_p to NULL; safe on NULL and twice. Changes not yet flushed are the application's to
-    roll back.                                                                                */
+    *self_p to NULL; safe on NULL and twice. A transaction still open with changes no flush
+    has logged is rolled back first: without the hooks it could commit them unlogged.        */
 void vs_writer_detach(vs_writer_t **self_p);
 
 /*  The detailed message of the last failure; borrowed, never NULL.                          */

@@ -31,7 +31,9 @@ struct vs_writer {
     s_table_t *tables;
     size_t table_count;
     int64_t schema_version; /* of the loaded tables                                       */
-    const char *last_name;  /* the table name pointer the hook saw last, and its index    */
+    char last_name[VS_MAX_NAME + 1]; /* the table the hook saw last (a name, never its
+                                        pointer: SQLite may free and reuse that)             */
+    bool last_valid;
     size_t last_index;
     bool last_known;
     /* Pending changes since the last flush, in order: table index (uint32), then each key
@@ -41,7 +43,7 @@ struct vs_writer {
     size_t pending_capacity;
     size_t pending_count;
     size_t changes_seen; /* any table's, since the last flush or rollback                */
-    bool out_of_memory;  /* a change could not be noted: the transaction must not commit */
+    bool note_failed;    /* a change could not be noted: the transaction must not commit */
     bool flushing;       /* our own log inserts: not changes to note                     */
     sqlite3_stmt *schema_version_stmt;
     sqlite3_stmt *insert[VS_MAX_PK_COLUMNS + 1][2]; /* by key count: one row, 32 rows        */
@@ -73,7 +75,7 @@ static void s_tables_free(vs_writer_t *self)
     free(self->tables);
     self->tables = NULL;
     self->table_count = 0;
-    self->last_name = NULL;
+    self->last_valid = false;
 }
 
 static void s_pending_clear(vs_writer_t *self)
@@ -81,7 +83,7 @@ static void s_pending_clear(vs_writer_t *self)
     self->pending_size = 0;
     self->pending_count = 0;
     self->changes_seen = 0;
-    self->out_of_memory = false;
+    self->note_failed = false;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -259,7 +261,7 @@ static void s_pending_put(vs_writer_t *self, const void *data, size_t size)
 static void s_note_integer(vs_writer_t *self, uint32_t table, int64_t key)
 {
     if (!s_pending_reserve(self, sizeof table + 1 + sizeof key)) {
-        self->out_of_memory = true;
+        self->note_failed = true;
         return;
     }
     uint8_t kind = S_INTEGER;
@@ -326,7 +328,7 @@ static void s_note_values(vs_writer_t *self, uint32_t index, bool new_row)
     return;
 failed:
     self->pending_size = start;
-    self->out_of_memory = true;
+    self->note_failed = true;
 }
 
 /*  True when an UPDATE changed a key column's value: type or bytes. Where the triggers compare
@@ -380,8 +382,7 @@ static void s_preupdate(void *arg, sqlite3 *db, int op, const char *schema, cons
         return;
     }
     self->changes_seen++;
-    if (name != self->last_name) {
-        self->last_name = name;
+    if (!self->last_valid || strcmp(name, self->last_name) != 0) {
         self->last_known = false;
         for (size_t index = 0; index < self->table_count; index++) {
             if (strcmp(self->tables[index].name, name) == 0) {
@@ -389,6 +390,11 @@ static void s_preupdate(void *arg, sqlite3 *db, int op, const char *schema, cons
                 self->last_known = true;
                 break;
             }
+        }
+        size_t length = strlen(name);
+        self->last_valid = length < sizeof self->last_name;
+        if (self->last_valid) {
+            memcpy(self->last_name, name, length + 1);
         }
     }
     if (!self->last_known) {
@@ -420,7 +426,7 @@ static void s_preupdate(void *arg, sqlite3 *db, int op, const char *schema, cons
 static int s_commit_hook(void *arg)
 {
     vs_writer_t *self = arg;
-    return self->changes_seen > 0 || self->out_of_memory;
+    return self->changes_seen > 0 || self->note_failed;
 }
 
 static void s_rollback_hook(void *arg)
@@ -483,6 +489,10 @@ void vs_writer_detach(vs_writer_t **self_p)
         return;
     }
     if (self->trigger_setting >= 0) {
+        /* Without the hooks an open transaction could commit its unlogged changes. */
+        if (!sqlite3_get_autocommit(self->db) && (self->changes_seen > 0 || self->note_failed)) {
+            sqlite3_exec(self->db, "ROLLBACK", NULL, NULL, NULL);
+        }
         sqlite3_preupdate_hook(self->db, NULL, NULL);
         sqlite3_commit_hook(self->db, NULL, NULL);
         sqlite3_rollback_hook(self->db, NULL, NULL);
@@ -509,18 +519,16 @@ int vs_writer_begin(vs_writer_t *self)
     if (sqlite3_exec(self->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
         return s_sqlite_error(self, "cannot begin");
     }
-    /* The schema as this transaction sees it: reading it starts the transaction's snapshot. */
+    /* The schema as this transaction sees it. */
     int64_t version;
-    if (s_schema_version(self, &version) != VS_OK) {
-        return VS_ESTORE;
+    int rc = s_schema_version(self, &version);
+    if (rc == VS_OK && version != self->schema_version) {
+        rc = s_tables_load(self);
     }
-    if (version != self->schema_version) {
-        int rc = s_tables_load(self);
-        if (rc != VS_OK) {
-            return rc;
-        }
+    if (rc != VS_OK) {
+        sqlite3_exec(self->db, "ROLLBACK", NULL, NULL, NULL);
     }
-    return VS_OK;
+    return rc;
 }
 
 /*  The INSERT into the log for key_count keys and rows rows, prepared once.                  */
@@ -616,8 +624,9 @@ static size_t s_pending_skip(const vs_writer_t *self, size_t offset)
 
 int vs_writer_flush(vs_writer_t *self)
 {
-    if (self->out_of_memory) {
-        s_set_error(self, "out of memory noting a change: roll the transaction back");
+    if (self->note_failed) {
+        s_set_error(self, "a change could not be noted (out of memory): roll the transaction "
+                          "back");
         return VS_ENOMEM;
     }
     if (self->changes_seen == 0) {
