@@ -538,6 +538,184 @@ cleanup:
 
 /*  Finds how a join tells that the table's row exists: a rowid alias that no column shadows,
     for a table that has a rowid; NULL for a WITHOUT ROWID table, whose pk is NOT NULL.     */
+/*  The guard triggers of a table with UNIQUE indexes besides its primary key, as sqlite_master
+    stores them (no trailing semicolon), into insert_sql and update_sql; both empty when the
+    table has none. An INSERT or UPDATE OR REPLACE deletes the rows whose values collide with
+    the new row's in such an index, and SQLite runs no DELETE trigger for them (unless the
+    writing connection turned recursive_triggers on): the guards log those rows' keys first,
+    before the new row is written. A plain INSERT that collides fails, and its statement
+    journal takes the guard's log rows back with it. Partial indexes and indexes on
+    expressions are left out.                                                               */
+static int s_unique_guards_text(vs_capture_t *self, const s_table_t *table, s_text_t *insert_sql,
+                                s_text_t *update_sql)
+{
+    int rc = VS_ESTORE;
+    sqlite3_stmt *indexes = NULL;
+    sqlite3_stmt *columns = NULL;
+    s_text_t body = {0};
+    s_text_t updated = {0}; /* the columns an UPDATE OF names, once each */
+    size_t updated_count = 0;
+    bool *named = calloc(table->column_count, sizeof *named);
+    if (!named) {
+        s_set_error(self, "out of memory");
+        return VS_ENOMEM;
+    }
+    if (s_prepare(self,
+                  "SELECT name FROM pragma_index_list(?1) WHERE \"unique\" = 1 AND origin != 'pk' "
+                  "AND partial = 0 ORDER BY name",
+                  &indexes, "cannot read the table's indexes") != VS_OK ||
+        s_prepare(self,
+                  "SELECT cid, name, coll FROM pragma_index_xinfo(?1) WHERE key = 1 ORDER BY seqno",
+                  &columns, "cannot read the table's indexes") != VS_OK) {
+        goto cleanup;
+    }
+    sqlite3_bind_text(indexes, 1, table->name, -1, SQLITE_STATIC);
+    int step;
+    while ((step = sqlite3_step(indexes)) == SQLITE_ROW) {
+        sqlite3_reset(columns);
+        sqlite3_bind_text(columns, 1, (const char *) sqlite3_column_text(indexes, 0), -1,
+                          SQLITE_TRANSIENT);
+        s_text_t where = {0};
+        bool usable = true;
+        size_t count = 0;
+        int column_step;
+        while ((column_step = sqlite3_step(columns)) == SQLITE_ROW) {
+            const char *name = (const char *) sqlite3_column_text(columns, 1);
+            const char *collation = (const char *) sqlite3_column_text(columns, 2);
+            if (sqlite3_column_int(columns, 0) < 0 || !name || !collation) {
+                usable = false; /* an expression, or the rowid */
+                break;
+            }
+            s_text_add(&where, "%s", count++ ? " AND " : "");
+            s_text_identifier(&where, name);
+            s_text_add(&where, " = NEW.");
+            s_text_identifier(&where, name);
+            s_text_add(&where, " COLLATE ");
+            s_text_identifier(&where, collation);
+            for (size_t index = 0; index < table->column_count; index++) {
+                if (!named[index] && strcasecmp(table->columns[index], name) == 0) {
+                    named[index] = true;
+                    s_text_add(&updated, "%s", updated_count++ ? ", " : "");
+                    s_text_identifier(&updated, name);
+                }
+            }
+        }
+        if (column_step != SQLITE_ROW && column_step != SQLITE_DONE) {
+            s_text_free(&where);
+            s_sqlite_error(self, "cannot read the table's indexes");
+            goto cleanup;
+        }
+        if (usable && count) {
+            s_text_add(&body, " INSERT INTO _versync_log (tbl, ");
+            s_text_keys(&body, table->pk_count);
+            s_text_add(&body, ") SELECT %lld, ", (long long) table->id);
+            s_text_pk(&body, table, NULL);
+            s_text_add(&body, " FROM ");
+            s_text_identifier(&body, table->name);
+            s_text_add(&body, " WHERE %s AND NOT (", where.data);
+            for (size_t index = 0; index < table->pk_count; index++) {
+                const char *column = table->columns[table->pk[index]];
+                s_text_add(&body, "%s", index ? " AND " : "");
+                s_text_identifier(&body, column);
+                s_text_add(&body, " IS NEW.");
+                s_text_identifier(&body, column);
+            }
+            s_text_add(&body, ");");
+        }
+        s_text_free(&where);
+    }
+    if (step != SQLITE_DONE) {
+        s_sqlite_error(self, "cannot read the table's indexes");
+        goto cleanup;
+    }
+    if (body.size) {
+        s_text_add(insert_sql, "CREATE TRIGGER \"_versync_%lld_uni\" BEFORE INSERT ON ",
+                   (long long) table->id);
+        s_text_identifier(insert_sql, table->name);
+        s_text_add(insert_sql, " BEGIN%s END", body.data);
+        s_text_add(update_sql, "CREATE TRIGGER \"_versync_%lld_unu\" BEFORE UPDATE OF %s ON ",
+                   (long long) table->id, updated.data ? updated.data : "");
+        s_text_identifier(update_sql, table->name);
+        s_text_add(update_sql, " BEGIN%s END", body.data);
+    }
+    if (body.failed || updated.failed || insert_sql->failed || update_sql->failed) {
+        s_set_error(self, "out of memory");
+        rc = VS_ENOMEM;
+        goto cleanup;
+    }
+    rc = VS_OK;
+cleanup:
+    free(named);
+    sqlite3_finalize(indexes);
+    sqlite3_finalize(columns);
+    s_text_free(&body);
+    s_text_free(&updated);
+    return rc;
+}
+
+/*  Makes the table's guard triggers (s_unique_guards_text) what its indexes call for: VS_OK
+    when they already are, S_NEED_WRITE when they are not and write is false.               */
+static int s_unique_guards_sync(vs_capture_t *self, const s_table_t *table, bool write)
+{
+    int rc = VS_ESTORE;
+    s_text_t expected[2] = {{0}, {0}};
+    s_text_t sql = {0};
+    sqlite3_stmt *stmt = NULL;
+    int made = s_unique_guards_text(self, table, &expected[0], &expected[1]);
+    if (made != VS_OK) {
+        rc = made;
+        goto cleanup;
+    }
+    if (s_prepare(self,
+                  "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = "
+                  "printf('_versync_%d_%s', ?1, ?2)",
+                  &stmt, "cannot read the schema") != VS_OK) {
+        goto cleanup;
+    }
+    bool current = true;
+    const char *kinds[2] = {"uni", "unu"};
+    for (size_t kind = 0; kind < 2; kind++) {
+        sqlite3_reset(stmt);
+        sqlite3_bind_int64(stmt, 1, table->id);
+        sqlite3_bind_text(stmt, 2, kinds[kind], -1, SQLITE_STATIC);
+        int step = sqlite3_step(stmt);
+        if (step != SQLITE_ROW && step != SQLITE_DONE) {
+            s_sqlite_error(self, "cannot read the schema");
+            goto cleanup;
+        }
+        const char *have = step == SQLITE_ROW ? (const char *) sqlite3_column_text(stmt, 0) : NULL;
+        const char *want = expected[kind].size ? expected[kind].data : NULL;
+        current = current && (have && want ? strcmp(have, want) == 0 : have == want);
+    }
+    if (current) {
+        rc = VS_OK;
+        goto cleanup;
+    }
+    if (!write) {
+        rc = S_NEED_WRITE;
+        goto cleanup;
+    }
+    for (size_t kind = 0; kind < 2; kind++) {
+        s_text_add(&sql, "DROP TRIGGER IF EXISTS \"_versync_%lld_%s\";", (long long) table->id,
+                   kinds[kind]);
+        if (expected[kind].size) {
+            s_text_add(&sql, "%s;", expected[kind].data);
+        }
+    }
+    if (sql.failed) {
+        s_set_error(self, "out of memory");
+        rc = VS_ENOMEM;
+        goto cleanup;
+    }
+    rc = s_exec(self, sql.data, "cannot install the UNIQUE guard triggers");
+cleanup:
+    sqlite3_finalize(stmt);
+    s_text_free(&expected[0]);
+    s_text_free(&expected[1]);
+    s_text_free(&sql);
+    return rc;
+}
+
 static void s_table_prepare(vs_capture_t *self, s_table_t *table)
 {
     static const char *const aliases[] = {"rowid", "oid", "_rowid_"};
@@ -1031,6 +1209,11 @@ static int s_schema_load_as(vs_capture_t *self, bool first_load, bool write)
             vs_log(&self->logger, VS_LOG_NOTICE,
                    "publisher: attached table '%s' of '%s' (id %lld): existing rows logged",
                    table->name, self->db_path, (long long) table->id);
+        }
+        int guarded = s_unique_guards_sync(self, table, write);
+        if (guarded != VS_OK) {
+            rc = guarded;
+            goto cleanup;
         }
     }
     int dropped = s_drop_stale_triggers(self, tables, count, write);

@@ -1814,6 +1814,72 @@ static void test_actor_errors(void)
     s_broker_stop(&broker);
 }
 
+/*  INSERT OR REPLACE and UPDATE OR REPLACE delete the rows whose values collide in a UNIQUE
+    index besides the primary key, with no DELETE trigger: the guard triggers log them, so
+    they travel as DELETEs (the slave would otherwise keep them and refuse the new row). A
+    collation of the index counts; a plain INSERT that collides leaves no log row; an index
+    created after attaching gets its guards at the next read.                               */
+static void test_replace_unique(void)
+{
+    const char *path = s_make_db("replace_unique",
+                                 "CREATE TABLE acc (id INTEGER PRIMARY KEY, login TEXT UNIQUE, "
+                                 "mail TEXT);"
+                                 "CREATE UNIQUE INDEX acc_mail ON acc (mail COLLATE NOCASE);"
+                                 "CREATE UNIQUE INDEX acc_half ON acc (login) WHERE id > 100;"
+                                 "CREATE TABLE plain (k TEXT PRIMARY KEY, v);"
+                                 "INSERT INTO acc VALUES (1, 'ada', 'ada@x'), (2, 'bob', 'bob@x'), "
+                                 "(3, 'cy', 'cy@x');");
+    vs_capture_t *capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    sqlite3 *db = s_connect(path);
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM sqlite_master WHERE name IN "
+                             "('_versync_1_uni', '_versync_1_unu')") == 2);
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM sqlite_master WHERE name LIKE "
+                             "'\\_versync\\_2\\_un_' ESCAPE '\\'") == 0);
+    s_snapshot_t *snapshot = malloc(sizeof *snapshot);
+    VS_REQUIRE(snapshot != NULL);
+    VS_CHECK(s_read(capture, 0, snapshot) == VS_OK);
+    uint64_t after = snapshot->last_version;
+
+    int64_t logged = s_query_int(db, "SELECT count(*) FROM _versync_log");
+    VS_CHECK(sqlite3_exec(db, "INSERT INTO acc VALUES (9, 'ada', 'new@x')", NULL, NULL, NULL) ==
+             SQLITE_CONSTRAINT);
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM _versync_log") == logged);
+    VS_CHECK(s_exec(db, "INSERT OR REPLACE INTO acc VALUES (4, 'ada', 'd@x');"
+                        "INSERT OR REPLACE INTO acc VALUES (5, 'eve', 'BOB@X');"
+                        "UPDATE OR REPLACE acc SET login = 'cy' WHERE id = 5;"));
+    VS_CHECK(s_read(capture, after, snapshot) == VS_OK);
+    const char *expected = "acc D 1; acc U 4|'ada'|'d@x'; acc D 2; acc D 3; "
+                           "acc U 5|'cy'|'BOB@X'";
+    VS_CHECK(strcmp(snapshot->text, expected) == 0);
+    if (strcmp(snapshot->text, expected) != 0) {
+        fprintf(stderr, "  got: %s\n", snapshot->text);
+    }
+    after = snapshot->last_version;
+
+    /* A UNIQUE index created later: guarded from the next read on. */
+    VS_CHECK(s_exec(db, "CREATE UNIQUE INDEX plain_v ON plain (v);"
+                        "INSERT INTO plain VALUES ('a', 1);"));
+    VS_CHECK(s_read(capture, after, snapshot) == VS_OK);
+    after = snapshot->last_version;
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM sqlite_master WHERE name = "
+                             "'_versync_2_uni'") == 1);
+    VS_CHECK(s_exec(db, "INSERT OR REPLACE INTO plain VALUES ('b', 1)"));
+    VS_CHECK(s_read(capture, after, snapshot) == VS_OK);
+    VS_CHECK(strcmp(snapshot->text, "plain D 'a'; plain U 'b'|1") == 0);
+    if (strcmp(snapshot->text, "plain D 'a'; plain U 'b'|1") != 0) {
+        fprintf(stderr, "  got: %s\n", snapshot->text);
+    }
+    /* Dropped again: so are its guards. */
+    VS_CHECK(s_exec(db, "DROP INDEX plain_v"));
+    VS_CHECK(s_read(capture, snapshot->last_version, snapshot) == VS_OK);
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM sqlite_master WHERE name LIKE "
+                             "'\\_versync\\_2\\_un_' ESCAPE '\\'") == 0);
+    free(snapshot);
+    sqlite3_close(db);
+    vs_capture_destroy(&capture);
+}
+
 /* ---------------------------------------------------------------------------------------------
     vs_writer: in-process capture.                                                             */
 
@@ -1924,8 +1990,9 @@ static void test_writer_logs_as_triggers(void)
     VS_CHECK(strcmp(from_trigger->text, from_writer->text) == 0);
 
     /* A REPLACE deletes the rows it conflicts with. SQLite runs no DELETE trigger for those
-       (unless recursive_triggers is on), but calls the preupdate hook: the writer logs the
-       replaced key once more, and a row deleted for another column's UNIQUE constraint too.
+       (unless recursive_triggers is on; the triggers' guards log them), but calls the
+       preupdate hook: the writer logs the replaced key once more, and a row deleted for
+       another column's UNIQUE constraint too.
        A cascading delete: the hook sees the parent before its children (its AFTER trigger
        would log it after them); all three travel. */
     uint64_t after = from_writer->last_version;
@@ -2091,6 +2158,7 @@ int main(void)
     vs_test_run("dedup_key_types", test_dedup_key_types);
     vs_test_run("trigger_upgrade", test_trigger_upgrade);
     vs_test_run("log_upgrade", test_log_upgrade);
+    vs_test_run("replace_unique", test_replace_unique);
     vs_test_run("writer_logs_as_triggers", test_writer_logs_as_triggers);
     vs_test_run("writer_refuses", test_writer_refuses);
     vs_test_run("changed", test_changed);

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# REPLACE over UNIQUE columns: INSERT OR REPLACE and UPDATE OR REPLACE delete the rows whose
+# values collide in a UNIQUE index besides the primary key. Those deletes must reach the
+# slave, or it keeps the old rows and refuses the new one (its copy of the index collides).
+# The slave converges and keeps following.
+source "$(dirname "$0")/lib.sh" "$1"
+
+master=$ROOT/accounts.db
+slave=$ROOT/slave.db
+make_keys || { log "keygen failed"; exit 1; }
+sqlite3 "$master" "CREATE TABLE acc(id INTEGER PRIMARY KEY, login TEXT UNIQUE, mail TEXT);
+    CREATE UNIQUE INDEX acc_mail ON acc(mail COLLATE NOCASE);
+    INSERT INTO acc VALUES (1, 'ada', 'ada@x'), (2, 'bob', 'bob@x'), (3, 'cy', 'cy@x');"
+start_broker || { log "broker did not start"; cat "$ROOT/broker.log"; exit 1; }
+start_publisher pub "$master" pub1
+start_subscriber sub "$slave" sub1 --stream accounts
+check "the first rows arrive" wait_until 20 tables_equal "$master" "$slave" acc
+
+sqlite3 -cmd ".timeout 10000" "$master" "INSERT OR REPLACE INTO acc VALUES (4, 'ada', 'd@x')"
+check "INSERT OR REPLACE over a UNIQUE column converges" \
+    wait_until 20 tables_equal "$master" "$slave" acc
+sqlite3 -cmd ".timeout 10000" "$master" "BEGIN;
+    INSERT OR REPLACE INTO acc VALUES (5, 'eve', 'BOB@X');
+    UPDATE OR REPLACE acc SET login = 'cy' WHERE id = 5;
+    COMMIT;"
+check "a NOCASE index and UPDATE OR REPLACE converge" \
+    wait_until 20 tables_equal "$master" "$slave" acc
+sqlite3 -cmd ".timeout 10000" "$master" "INSERT INTO acc VALUES (6, 'fay', 'f@x')"
+check "the subscriber keeps following" wait_until 20 tables_equal "$master" "$slave" acc
+check "the subscriber is still running" running sub
+if ! tables_equal "$master" "$slave" acc; then
+    show_difference "$master" "$slave" acc
+fi
+finish
