@@ -59,6 +59,14 @@ typedef struct {
     sqlite3_stmt *delete;
 } s_mapping_t;
 
+/*  One deferred upsert: its table's mapping and index in the set, where its values start.   */
+typedef struct {
+    s_mapping_t *mapping;
+    uint32_t table;
+    size_t offset;
+    bool done;
+} s_deferred_t;
+
 struct vs_apply {
     sqlite3 *db;   /* NULL: verify-only, positions in memory, changes only checked and counted */
     vs_checkpointer_t *checkpointer; /* with db */
@@ -94,6 +102,14 @@ struct vs_apply {
     size_t queued_rows;
     vs_value_t *queued_values; /* queued_rows x the table's column count */
     size_t queued_capacity;    /* values                                 */
+    /*  Upserts of the set being applied that collided with another row in a UNIQUE index
+        besides the primary key: written again at the end of the set (s_deferred_apply).   */
+    s_deferred_t *deferred;
+    size_t deferred_count;
+    size_t deferred_capacity;
+    vs_value_t *deferred_values; /* each deferred row's values, at its offset          */
+    size_t deferred_values_used;
+    size_t deferred_values_capacity;
     char *signature;
     size_t signature_capacity;
     char error[1024];
@@ -376,6 +392,8 @@ void vs_apply_close(vs_apply_t **self_p)
     free(self->streams);
     free(self->set_mappings);
     free(self->queued_values);
+    free(self->deferred);
+    free(self->deferred_values);
     free(self->set_wanted);
     free(self->signature);
     free(self);
@@ -517,6 +535,8 @@ static void s_queue_clear(vs_apply_t *self)
 {
     self->queued_mapping = NULL;
     self->queued_rows = 0;
+    self->deferred_count = 0;
+    self->deferred_values_used = 0;
 }
 
 static int s_step_once(sqlite3_stmt *stmt)
@@ -1191,13 +1211,78 @@ static int s_bind_row(sqlite3_stmt *stmt, const s_mapping_t *mapping, int offset
     return rc;
 }
 
+/*  True when the last statement failed on a UNIQUE index besides the primary key (an UPSERT
+    resolves primary key conflicts itself).                                                   */
+static bool s_unique_conflict(vs_apply_t *self, int rc)
+{
+    return (rc & 0xff) == SQLITE_CONSTRAINT &&
+           sqlite3_extended_errcode(self->db) == SQLITE_CONSTRAINT_UNIQUE;
+}
+
+/*  Keeps one upsert for s_deferred_apply: a copy of its values, whose bytes point into the
+    set being applied, which outlives the deferral. values must not point into the deferred
+    values themselves (they may move).                                                      */
+static int s_defer(vs_apply_t *self, s_mapping_t *mapping, uint32_t table, const vs_value_t *values)
+{
+    if (self->deferred_count == self->deferred_capacity) {
+        size_t capacity = self->deferred_capacity ? 2 * self->deferred_capacity : 16;
+        s_deferred_t *grown = realloc(self->deferred, capacity * sizeof *grown);
+        if (!grown) {
+            return s_fail(self, VS_ENOMEM, "out of memory");
+        }
+        self->deferred = grown;
+        self->deferred_capacity = capacity;
+    }
+    size_t columns = mapping->column_count;
+    if (self->deferred_values_used + columns > self->deferred_values_capacity) {
+        size_t capacity = self->deferred_values_capacity ? 2 * self->deferred_values_capacity : 256;
+        while (capacity < self->deferred_values_used + columns) {
+            capacity *= 2;
+        }
+        vs_value_t *grown = realloc(self->deferred_values, capacity * sizeof *grown);
+        if (!grown) {
+            return s_fail(self, VS_ENOMEM, "out of memory");
+        }
+        self->deferred_values = grown;
+        self->deferred_values_capacity = capacity;
+    }
+    memcpy(self->deferred_values + self->deferred_values_used, values, columns * sizeof *values);
+    self->deferred[self->deferred_count++] =
+        (s_deferred_t){.mapping = mapping, .table = table, .offset = self->deferred_values_used};
+    self->deferred_values_used += columns;
+    return VS_OK;
+}
+
+/*  s_upsert_row's answer for a row that collided in a UNIQUE index, when allowed to.        */
+#define S_COLLIDED (-2)
+
+/*  One upsert through the one-row statement. With may_collide, a collision in a UNIQUE index
+    besides the primary key answers S_COLLIDED instead of failing.                          */
+static int s_upsert_row(vs_apply_t *self, const vs_changeset_t *set, s_mapping_t *mapping,
+                        uint32_t table, const vs_value_t *values, bool may_collide)
+{
+    int rc = s_bind_row(mapping->upsert, mapping, 0, values);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(mapping->upsert);
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+        if (rc != SQLITE_OK && may_collide && s_unique_conflict(self, rc)) {
+            sqlite3_reset(mapping->upsert);
+            return S_COLLIDED;
+        }
+    }
+    return s_step_change(self, mapping->upsert, rc, set, table, VS_OP_UPSERT);
+}
+
 /*  Writes the queued upserts, in order: a full queue through the multi-row UPSERT, a shorter
-    one row by row. The queue is empty afterwards, also on failure.                           */
+    one (or a full one that collided in a UNIQUE index) row by row. The queue is empty
+    afterwards, also on failure.                                                              */
 static int s_queue_flush(vs_apply_t *self, const vs_changeset_t *set)
 {
     s_mapping_t *mapping = self->queued_mapping;
     size_t rows = self->queued_rows;
-    s_queue_clear(self);
+    uint32_t table = self->queued_table;
+    self->queued_mapping = NULL;
+    self->queued_rows = 0;
     if (!mapping || rows == 0) {
         return VS_OK;
     }
@@ -1208,14 +1293,79 @@ static int s_queue_flush(vs_apply_t *self, const vs_changeset_t *set)
             rc = s_bind_row(mapping->upsert_rows, mapping, (int) row * mapping->parameters,
                             values + row * mapping->column_count);
         }
-        return s_step_change(self, mapping->upsert_rows, rc, set, self->queued_table,
-                             VS_OP_UPSERT);
+        if (rc == SQLITE_OK) {
+            rc = sqlite3_step(mapping->upsert_rows);
+            rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+        }
+        if (rc == SQLITE_OK || !s_unique_conflict(self, rc)) {
+            return s_step_change(self, mapping->upsert_rows, rc, set, table, VS_OP_UPSERT);
+        }
+        /* The statement's rows were taken back: again one by one, deferring collisions. */
+        sqlite3_reset(mapping->upsert_rows);
     }
     for (size_t row = 0; row < rows; row++) {
-        int rc = s_bind_row(mapping->upsert, mapping, 0, values + row * mapping->column_count);
-        int code = s_step_change(self, mapping->upsert, rc, set, self->queued_table, VS_OP_UPSERT);
+        const vs_value_t *row_values = values + row * mapping->column_count;
+        int code = s_upsert_row(self, set, mapping, table, row_values, true);
+        if (code == S_COLLIDED) {
+            code = s_defer(self, mapping, table, row_values);
+        }
         if (code != VS_OK) {
             return code;
+        }
+    }
+    return VS_OK;
+}
+
+/*  The upserts deferred by a UNIQUE collision, at the end of their set. A snapshot satisfies
+    the master's UNIQUE indexes, so a row of the set can only collide with a slave row that
+    the same set changes later (values moved between rows) or that the master no longer has.
+    Each is tried once more, which settles a value moved to a row written later; the rest
+    (chains, swaps and cycles of values) are deleted, then written again, each key with its
+    values from the set: linear in the rows, and a slave-only column of those rows goes back
+    to its default. A collision left after that is a real difference between master and
+    slave: the set fails, as before.                                                          */
+static int s_deferred_apply(vs_apply_t *self, const vs_changeset_t *set)
+{
+    size_t left = 0;
+    for (size_t index = 0; index < self->deferred_count; index++) {
+        s_deferred_t *row = &self->deferred[index];
+        int code = s_upsert_row(self, set, row->mapping, row->table,
+                                self->deferred_values + row->offset, true);
+        if (code == VS_OK) {
+            row->done = true;
+        } else if (code == S_COLLIDED) {
+            left++;
+        } else {
+            return code;
+        }
+    }
+    if (left == 0) {
+        return VS_OK;
+    }
+    for (size_t index = 0; index < self->deferred_count; index++) {
+        const s_deferred_t *row = &self->deferred[index];
+        if (row->done) {
+            continue;
+        }
+        const vs_table_t *table = &set->tables[row->table];
+        const vs_value_t *values = self->deferred_values + row->offset;
+        int rc = SQLITE_OK;
+        for (uint32_t key = 0; key < table->pk_count && rc == SQLITE_OK; key++) {
+            rc = s_bind(row->mapping->delete, (int) key + 1, &values[table->pk_columns[key]]);
+        }
+        int code = s_step_change(self, row->mapping->delete, rc, set, row->table, VS_OP_DELETE);
+        if (code != VS_OK) {
+            return code;
+        }
+    }
+    for (size_t index = 0; index < self->deferred_count; index++) {
+        const s_deferred_t *row = &self->deferred[index];
+        if (!row->done) {
+            int code = s_upsert_row(self, set, row->mapping, row->table,
+                                    self->deferred_values + row->offset, false);
+            if (code != VS_OK) {
+                return code;
+            }
         }
     }
     return VS_OK;
@@ -1391,6 +1541,9 @@ int vs_apply_set(vs_apply_t *self, const char *stream_name, uint64_t seq,
     }
     if (code == VS_OK) {
         code = s_queue_flush(self, &set); /* its values point into the set */
+    }
+    if (code == VS_OK && self->deferred_count > 0) {
+        code = s_deferred_apply(self, &set); /* theirs too */
     }
     s_queue_clear(self);
     bool consistent = (set.flags & VS_CHANGESET_CONSISTENT) != 0;

@@ -2,7 +2,8 @@
 # REPLACE over UNIQUE columns: INSERT OR REPLACE and UPDATE OR REPLACE delete the rows whose
 # values collide in a UNIQUE index besides the primary key. Those deletes must reach the
 # slave, or it keeps the old rows and refuses the new one (its copy of the index collides).
-# The slave converges and keeps following.
+# A transaction that swaps two UNIQUE values reaches the slave as two upserts that collide
+# in either order. The slave converges and keeps following.
 source "$(dirname "$0")/lib.sh" "$1"
 
 master=$ROOT/accounts.db
@@ -24,6 +25,13 @@ sqlite3 -cmd ".timeout 10000" "$master" "BEGIN;
     UPDATE OR REPLACE acc SET login = 'cy' WHERE id = 5;
     COMMIT;"
 check "a NOCASE index and UPDATE OR REPLACE converge" \
+    wait_until 20 tables_equal "$master" "$slave" acc
+sqlite3 -cmd ".timeout 10000" "$master" "BEGIN;
+    UPDATE acc SET login = 'tmp' WHERE id = 4;
+    UPDATE acc SET login = 'ada' WHERE id = 5;
+    UPDATE acc SET login = 'cy' WHERE id = 4;
+    COMMIT;"
+check "a transaction that swaps two UNIQUE values converges" \
     wait_until 20 tables_equal "$master" "$slave" acc
 sqlite3 -cmd ".timeout 10000" "$master" "INSERT INTO acc VALUES (6, 'fay', 'f@x')"
 check "the subscriber keeps following" wait_until 20 tables_equal "$master" "$slave" acc
