@@ -1180,6 +1180,9 @@ static int s_bind(sqlite3_stmt *stmt, int parameter, const vs_value_t *value)
 
 /*  Steps stmt, bound by the caller unless rc says binding failed, and resets it. A failure
     names the table and the operation.                                                        */
+static int s_step_finish(vs_apply_t *self, sqlite3_stmt *stmt, int rc, const vs_changeset_t *set,
+                         uint32_t table_index, vs_op_t op);
+
 static int s_step_change(vs_apply_t *self, sqlite3_stmt *stmt, int rc, const vs_changeset_t *set,
                          uint32_t table_index, vs_op_t op)
 {
@@ -1187,6 +1190,14 @@ static int s_step_change(vs_apply_t *self, sqlite3_stmt *stmt, int rc, const vs_
         rc = sqlite3_step(stmt);
         rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
     }
+    return s_step_finish(self, stmt, rc, set, table_index, op);
+}
+
+/*  Resets stmt after a step that answered rc (SQLITE_OK for done); a failure names the table
+    and the operation.                                                                        */
+static int s_step_finish(vs_apply_t *self, sqlite3_stmt *stmt, int rc, const vs_changeset_t *set,
+                         uint32_t table_index, vs_op_t op)
+{
     sqlite3_reset(stmt);
     if (rc != SQLITE_OK) {
         char sample[80];
@@ -1270,7 +1281,7 @@ static int s_upsert_row(vs_apply_t *self, const vs_changeset_t *set, s_mapping_t
             return S_COLLIDED;
         }
     }
-    return s_step_change(self, mapping->upsert, rc, set, table, VS_OP_UPSERT);
+    return s_step_finish(self, mapping->upsert, rc, set, table, VS_OP_UPSERT);
 }
 
 /*  Writes the queued upserts, in order: a full queue through the multi-row UPSERT, a shorter
@@ -1298,7 +1309,7 @@ static int s_queue_flush(vs_apply_t *self, const vs_changeset_t *set)
             rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
         }
         if (rc == SQLITE_OK || !s_unique_conflict(self, rc)) {
-            return s_step_change(self, mapping->upsert_rows, rc, set, table, VS_OP_UPSERT);
+            return s_step_finish(self, mapping->upsert_rows, rc, set, table, VS_OP_UPSERT);
         }
         /* The statement's rows were taken back: again one by one, deferring collisions. */
         sqlite3_reset(mapping->upsert_rows);

@@ -532,7 +532,14 @@ static void test_apply_unique_moves(void)
         snprintf(names[row], sizeof names[row], "user%02d", row + 1);
         logins[row] = names[row];
     }
+    /* The slave counts the UPDATEs its upserts run: new rows run none. */
+    VS_CHECK(s_exec(path, "CREATE TABLE acc(id INTEGER PRIMARY KEY, login TEXT UNIQUE);"
+                          "CREATE TABLE updates(n INTEGER); INSERT INTO updates VALUES (0);"
+                          "CREATE TRIGGER acc_updates AFTER UPDATE ON acc BEGIN "
+                          "UPDATE updates SET n = n + 1; END;") == SQLITE_OK);
     VS_CHECK(s_apply_logins(store, 1, hash, 40, ids, logins) == VS_OK);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM acc") == 40);
+    VS_CHECK(s_query_int(path, "SELECT n FROM updates") == 0);
 
     /* A swap of rows 1 and 2, and a chain: row 3 takes row 4's login, row 4 a new one. */
     int moved_ids[] = {1, 2, 3, 4};
