@@ -374,20 +374,14 @@ static void test_apply_gap_and_chain(void)
 }
 
 /*  A set of one row (1, 2, 3) for a table declared by name, create_sql, columns and pk.      */
-static int s_apply_table_set(vs_apply_t *store, const char *stream, uint64_t seq,
-                             uint8_t hash[VS_HASH_SIZE], const char *name, const char *sql,
-                             size_t column_count, const char *const *columns, size_t pk_count,
-                             const uint32_t *pk, const vs_value_t *values)
+/*  Finishes writer's set (rc: how writing it went) as seq, applies it to store after hash on
+    stream and commits; hash moves on when it applied. Returns -1 when the set could not be
+    written, else vs_apply_set's or vs_apply_commit's code.                                  */
+static int s_apply_written(vs_apply_t *store, const char *stream, uint64_t seq,
+                           uint8_t hash[VS_HASH_SIZE], vs_changeset_writer_t *writer, int rc)
 {
-    vs_changeset_writer_t *writer = vs_changeset_writer_new();
-    uint32_t table = 0;
     uint8_t *data = NULL;
     size_t size = 0;
-    int rc = vs_changeset_writer_add_table(writer, name, sql, column_count, columns, pk_count, pk,
-                                           &table);
-    if (rc == VS_OK) {
-        rc = vs_changeset_writer_upsert(writer, table, column_count, values);
-    }
     if (rc == VS_OK) {
         rc = vs_changeset_writer_finish(writer, seq, seq, VS_CHANGESET_CONSISTENT, &data, &size);
     }
@@ -406,6 +400,21 @@ static int s_apply_table_set(vs_apply_t *store, const char *stream, uint64_t seq
     }
     free(data);
     return rc;
+}
+
+static int s_apply_table_set(vs_apply_t *store, const char *stream, uint64_t seq,
+                             uint8_t hash[VS_HASH_SIZE], const char *name, const char *sql,
+                             size_t column_count, const char *const *columns, size_t pk_count,
+                             const uint32_t *pk, const vs_value_t *values)
+{
+    vs_changeset_writer_t *writer = vs_changeset_writer_new();
+    uint32_t table = 0;
+    int rc = vs_changeset_writer_add_table(writer, name, sql, column_count, columns, pk_count, pk,
+                                           &table);
+    if (rc == VS_OK) {
+        rc = vs_changeset_writer_upsert(writer, table, column_count, values);
+    }
+    return s_apply_written(store, stream, seq, hash, writer, rc);
 }
 
 static void test_apply_create_table(void)
@@ -483,8 +492,6 @@ static int s_apply_logins(vs_apply_t *store, uint64_t seq, uint8_t hash[VS_HASH_
     const uint32_t pk[] = {0};
     vs_changeset_writer_t *writer = vs_changeset_writer_new();
     uint32_t table = 0;
-    uint8_t *data = NULL;
-    size_t size = 0;
     int rc = vs_changeset_writer_add_table(
         writer, "acc", "CREATE TABLE acc(id INTEGER PRIMARY KEY, login TEXT UNIQUE)", 2, columns,
         1, pk, &table);
@@ -492,24 +499,7 @@ static int s_apply_logins(vs_apply_t *store, uint64_t seq, uint8_t hash[VS_HASH_
         vs_value_t values[2] = {s_integer(ids[row]), s_text(logins[row])};
         rc = vs_changeset_writer_upsert(writer, table, 2, values);
     }
-    if (rc == VS_OK) {
-        rc = vs_changeset_writer_finish(writer, seq, seq, VS_CHANGESET_CONSISTENT, &data, &size);
-    }
-    vs_changeset_writer_destroy(&writer);
-    if (rc != VS_OK) {
-        return -1;
-    }
-    uint8_t next[VS_HASH_SIZE];
-    vs_chain_next(hash, data, size, next);
-    rc = vs_apply_set(store, "s", seq, next, data, size, NULL);
-    if (rc == VS_OK) {
-        rc = vs_apply_commit(store);
-    }
-    if (rc == VS_OK) {
-        memcpy(hash, next, VS_HASH_SIZE);
-    }
-    free(data);
-    return rc;
+    return s_apply_written(store, "s", seq, hash, writer, rc);
 }
 
 /*  A snapshot may move a UNIQUE value from one row to another. Applied in version order, a row
