@@ -485,16 +485,16 @@ static void test_apply_create_table(void)
 
 /*  Applies one set of upserts of acc (id INTEGER PRIMARY KEY, login TEXT UNIQUE): count rows,
     ids[i] with logins[i]. Commits when it applies; returns vs_apply_set's code.            */
-static int s_apply_logins(vs_apply_t *store, uint64_t seq, uint8_t hash[VS_HASH_SIZE],
-                          size_t count, const int *ids, const char *const *logins)
+static int s_apply_logins(vs_apply_t *store, uint64_t seq, uint8_t hash[VS_HASH_SIZE], size_t count,
+                          const int *ids, const char *const *logins)
 {
     const char *const columns[] = {"id", "login"};
     const uint32_t pk[] = {0};
     vs_changeset_writer_t *writer = vs_changeset_writer_new();
     uint32_t table = 0;
     int rc = vs_changeset_writer_add_table(
-        writer, "acc", "CREATE TABLE acc(id INTEGER PRIMARY KEY, login TEXT UNIQUE)", 2, columns,
-        1, pk, &table);
+        writer, "acc", "CREATE TABLE acc(id INTEGER PRIMARY KEY, login TEXT UNIQUE)", 2, columns, 1,
+        pk, &table);
     for (size_t row = 0; row < count && rc == VS_OK; row++) {
         vs_value_t values[2] = {s_integer(ids[row]), s_text(logins[row])};
         rc = vs_changeset_writer_upsert(writer, table, 2, values);
@@ -535,8 +535,8 @@ static void test_apply_unique_moves(void)
     int moved_ids[] = {1, 2, 3, 4};
     const char *moved[] = {"user02", "user01", "user04", "fresh"};
     VS_CHECK(s_apply_logins(store, 2, hash, 4, moved_ids, moved) == VS_OK);
-    s_query_text(path, "SELECT group_concat(id || '=' || login, ' ') FROM acc WHERE id <= 4",
-                 text, sizeof text);
+    s_query_text(path, "SELECT group_concat(id || '=' || login, ' ') FROM acc WHERE id <= 4", text,
+                 sizeof text);
     VS_CHECK(strcmp(text, "1=user02 2=user01 3=user04 4=fresh") == 0);
     if (strcmp(text, "1=user02 2=user01 3=user04 4=fresh") != 0) {
         fprintf(stderr, "  got: %s\n", text);
@@ -551,8 +551,7 @@ static void test_apply_unique_moves(void)
     VS_CHECK(s_apply_logins(store, 3, hash, 32, ids, logins) == VS_OK);
     VS_CHECK(s_query_int(path, "SELECT count(*) FROM acc WHERE id BETWEEN 5 AND 35 AND login = "
                                "printf('user%02d', id + 1)") == 31);
-    VS_CHECK(s_query_int(path, "SELECT count(*) FROM acc WHERE id = 36 AND login = 'user05'") ==
-             1);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM acc WHERE id = 36 AND login = 'user05'") == 1);
     VS_CHECK(s_query_int(path, "SELECT count(DISTINCT login) FROM acc") == 40);
 
     /* Row 40 takes row 1's login and nothing moves row 1: refused, position kept. */
@@ -563,8 +562,7 @@ static void test_apply_unique_moves(void)
     VS_CHECK(!vs_apply_in_batch(store));
     vs_apply_close(&store);
     VS_CHECK(s_stored_seq(path, "s") == 3);
-    VS_CHECK(s_query_int(path, "SELECT count(*) FROM acc WHERE id = 40 AND login = 'user40'") ==
-             1);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM acc WHERE id = 40 AND login = 'user40'") == 1);
 }
 
 /*  The slave table has a column the master lacks and lacks one the master has.               */
