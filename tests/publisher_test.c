@@ -1870,6 +1870,23 @@ static void test_replace_unique(void)
     if (strcmp(snapshot->text, "plain D 'a'; plain U 'b'|1") != 0) {
         fprintf(stderr, "  got: %s\n", snapshot->text);
     }
+    /* A WITHOUT ROWID table with a composite key, quoted names and two UNIQUE indexes (one
+       on two columns): one REPLACE collides with a row in each. */
+    VS_CHECK(s_exec(db, "CREATE TABLE \"we ird\"\"t\" (\"a b\" TEXT, \"c\"\"d\" INTEGER, "
+                        "\"u v\" TEXT UNIQUE, w TEXT, x INT, PRIMARY KEY (\"c\"\"d\", \"a b\"), "
+                        "UNIQUE (w, x)) WITHOUT ROWID;"
+                        "INSERT INTO \"we ird\"\"t\" VALUES ('a', 1, 'u1', 'w', 1), "
+                        "('b', 2, 'u2', 'w', 2);"));
+    VS_CHECK(s_read(capture, snapshot->last_version, snapshot) == VS_OK);
+    after = snapshot->last_version;
+    VS_CHECK(s_exec(db, "INSERT OR REPLACE INTO \"we ird\"\"t\" VALUES ('c', 3, 'u1', 'w', 2)"));
+    VS_CHECK(s_read(capture, after, snapshot) == VS_OK);
+    expected = "we ird\"t D 1|'a'; we ird\"t D 2|'b'; we ird\"t U 'c'|3|'u1'|'w'|2";
+    VS_CHECK(strcmp(snapshot->text, expected) == 0);
+    if (strcmp(snapshot->text, expected) != 0) {
+        fprintf(stderr, "  got: %s\n", snapshot->text);
+    }
+
     /* Dropped again: so are its guards. */
     VS_CHECK(s_exec(db, "DROP INDEX plain_v"));
     VS_CHECK(s_read(capture, snapshot->last_version, snapshot) == VS_OK);
