@@ -536,8 +536,6 @@ cleanup:
     return rc;
 }
 
-/*  Finds how a join tells that the table's row exists: a rowid alias that no column shadows,
-    for a table that has a rowid; NULL for a WITHOUT ROWID table, whose pk is NOT NULL.     */
 /*  The guard triggers of a table with UNIQUE indexes besides its primary key, as sqlite_master
     stores them (no trailing semicolon), into insert_sql and update_sql; both empty when the
     table has none. An INSERT or UPDATE OR REPLACE deletes the rows whose values collide with
@@ -605,7 +603,8 @@ static int s_unique_guards_text(vs_capture_t *self, const s_table_t *table, s_te
             s_sqlite_error(self, "cannot read the table's indexes");
             goto cleanup;
         }
-        if (usable && count) {
+        body.failed = body.failed || where.failed;
+        if (usable && count && !body.failed) {
             s_text_add(&body, " INSERT INTO _versync_log (tbl, ");
             s_text_keys(&body, table->pk_count);
             s_text_add(&body, ") SELECT %lld, ", (long long) table->id);
@@ -716,6 +715,8 @@ cleanup:
     return rc;
 }
 
+/*  Finds how a join tells that the table's row exists: a rowid alias that no column shadows,
+    for a table that has a rowid; NULL for a WITHOUT ROWID table, whose pk is NOT NULL.     */
 static void s_table_prepare(vs_capture_t *self, s_table_t *table)
 {
     static const char *const aliases[] = {"rowid", "oid", "_rowid_"};

@@ -26,7 +26,8 @@
         unnoticed.
       - The connection runs no triggers at all (SQLITE_DBCONFIG_ENABLE_TRIGGER), so attaching
         is refused while the database has any trigger other than versync's, and a flush fails
-        if one appears later.
+        if one appears later, or if the transaction wrote to an ATTACHed database that has
+        triggers (another versync master, say).
       - Tables the publisher attaches later are picked up at the next transaction. A
         transaction that started before such a change and changed rows is refused at flush
         (VS_ESCHEMA): roll it back and run it again.
@@ -63,8 +64,9 @@ int vs_writer_attach(vs_writer_t **self_p, sqlite3 *db, char *error, size_t erro
 int vs_writer_begin(vs_writer_t *self);
 
 /*  Logs the keys changed since the last flush into _versync_log, inside the open transaction.
-    VS_ESCHEMA: the schema changed under the transaction (roll back, run it again); VS_EINVAL: a
-    foreign trigger appeared; VS_ESTORE: SQLite failed (roll back); VS_ENOMEM.               */
+    VS_ESCHEMA: the schema changed under the transaction (roll back, run it again);
+    VS_EINVAL: a foreign trigger appeared, or the transaction wrote to an attached database
+    that has triggers; VS_ESTORE: SQLite failed (roll back); VS_ENOMEM.                     */
 int vs_writer_flush(vs_writer_t *self);
 
 /*  vs_writer_flush, then COMMIT. On failure the transaction is still open: roll it back.    */

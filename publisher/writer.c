@@ -42,9 +42,10 @@ struct vs_writer {
     size_t pending_size;
     size_t pending_capacity;
     size_t pending_count;
-    size_t changes_seen; /* any table's, since the last flush or rollback                */
-    bool note_failed;    /* a change could not be noted: the transaction must not commit */
-    bool flushing;       /* our own log inserts: not changes to note                     */
+    size_t changes_seen;   /* any table's, since the last flush or rollback                */
+    bool note_failed;      /* a change could not be noted: the transaction must not commit */
+    bool attached_changed; /* a change to an attached database: its triggers are off too   */
+    bool flushing;         /* our own log inserts: not changes to note                     */
     sqlite3_stmt *schema_version_stmt;
     sqlite3_stmt *insert[VS_MAX_PK_COLUMNS + 1][2]; /* by key count: one row, 32 rows        */
     char error[512];
@@ -84,6 +85,7 @@ static void s_pending_clear(vs_writer_t *self)
     self->pending_count = 0;
     self->changes_seen = 0;
     self->note_failed = false;
+    self->attached_changed = false;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -378,7 +380,14 @@ static void s_preupdate(void *arg, sqlite3 *db, int op, const char *schema, cons
 {
     (void) db;
     vs_writer_t *self = arg;
-    if (self->flushing || strcmp(schema, "main") != 0) {
+    if (self->flushing || strcmp(schema, "temp") == 0) {
+        return;
+    }
+    if (strcmp(schema, "main") != 0) {
+        /* Not captured here, and the connection runs no triggers in any database: the flush
+           checks that this one has none to miss. */
+        self->attached_changed = true;
+        self->changes_seen++;
         return;
     }
     self->changes_seen++;
@@ -604,6 +613,60 @@ static uint32_t s_pending_table(const vs_writer_t *self, size_t offset)
     return index;
 }
 
+/*  VS_EINVAL when an attached database has a trigger, which this connection no longer runs:
+    a change written there would go unlogged.                                               */
+static int s_attached_triggers(vs_writer_t *self)
+{
+    int result = VS_ESTORE;
+    sqlite3_stmt *databases = NULL;
+    sqlite3_stmt *triggers = NULL;
+    if (sqlite3_prepare_v2(self->db,
+                           "SELECT name FROM pragma_database_list WHERE name NOT IN "
+                           "('main', 'temp')",
+                           -1, &databases, NULL) != SQLITE_OK) {
+        result = s_sqlite_error(self, "cannot list the attached databases");
+        goto cleanup;
+    }
+    int rc;
+    while ((rc = sqlite3_step(databases)) == SQLITE_ROW) {
+        const char *database = (const char *) sqlite3_column_text(databases, 0);
+        char *sql = sqlite3_mprintf("SELECT name FROM \"%w\".sqlite_schema WHERE type = "
+                                    "'trigger' LIMIT 1",
+                                    database ? database : "");
+        if (!sql) {
+            s_set_error(self, "out of memory");
+            result = VS_ENOMEM;
+            goto cleanup;
+        }
+        int prepared = sqlite3_prepare_v2(self->db, sql, -1, &triggers, NULL);
+        sqlite3_free(sql);
+        if (prepared != SQLITE_OK) {
+            result = s_sqlite_error(self, "cannot read an attached database's schema");
+            goto cleanup;
+        }
+        int step = sqlite3_step(triggers);
+        if (step == SQLITE_ROW) {
+            s_set_error(self,
+                        "trigger '%s' of attached database '%s' would not run on a connection "
+                        "with a writer attached",
+                        (const char *) sqlite3_column_text(triggers, 0), database);
+            result = VS_EINVAL;
+            goto cleanup;
+        }
+        if (step != SQLITE_DONE) {
+            result = s_sqlite_error(self, "cannot read an attached database's schema");
+            goto cleanup;
+        }
+        sqlite3_finalize(triggers);
+        triggers = NULL;
+    }
+    result = rc == SQLITE_DONE ? VS_OK : s_sqlite_error(self, "cannot list the attached databases");
+cleanup:
+    sqlite3_finalize(databases);
+    sqlite3_finalize(triggers);
+    return result;
+}
+
 /*  Offset of the pending change after the one at offset.                                    */
 static size_t s_pending_skip(const vs_writer_t *self, size_t offset)
 {
@@ -631,6 +694,12 @@ int vs_writer_flush(vs_writer_t *self)
     }
     if (self->changes_seen == 0) {
         return VS_OK;
+    }
+    if (self->attached_changed) {
+        int rc = s_attached_triggers(self);
+        if (rc != VS_OK) {
+            return rc;
+        }
     }
     int64_t version;
     if (s_schema_version(self, &version) != VS_OK) {

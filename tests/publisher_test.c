@@ -1840,6 +1840,12 @@ static void test_replace_unique(void)
     VS_REQUIRE(snapshot != NULL);
     VS_CHECK(s_read(capture, 0, snapshot) == VS_OK);
     uint64_t after = snapshot->last_version;
+    /* Guards that match the indexes are left alone: a second open changes no schema. */
+    int64_t schema_version = s_query_int(db, "PRAGMA schema_version");
+    vs_capture_t *again = s_open(path, 0);
+    VS_CHECK(again != NULL);
+    vs_capture_destroy(&again);
+    VS_CHECK(s_query_int(db, "PRAGMA schema_version") == schema_version);
 
     int64_t logged = s_query_int(db, "SELECT count(*) FROM _versync_log");
     VS_CHECK(sqlite3_exec(db, "INSERT INTO acc VALUES (9, 'ada', 'new@x')", NULL, NULL, NULL) ==
@@ -2098,6 +2104,34 @@ static void test_writer_refuses(void)
     VS_CHECK(sqlite3_get_autocommit(db));
     VS_CHECK(s_query_int(db, "SELECT count(*) FROM r") == 0);
     VS_CHECK(s_query_int(db, "SELECT count(*) FROM _versync_log WHERE tbl > 0") == 0);
+
+    /* Writes to an attached database: refused when it has triggers (this connection runs
+       none), kept when it has none. */
+    char attached_sql[4096 + 256];
+    snprintf(attached_sql, sizeof attached_sql,
+             "ATTACH '%s' AS other; CREATE TABLE other.t (x); "
+             "CREATE TRIGGER other.audit_t AFTER INSERT ON t BEGIN SELECT 1; END;",
+             other_path);
+    VS_CHECK(s_exec(db, attached_sql));
+    VS_CHECK(vs_writer_begin(writer) == VS_OK);
+    VS_CHECK(s_exec(db, "INSERT INTO other.t VALUES (1)"));
+    VS_CHECK(vs_writer_commit(writer) == VS_EINVAL);
+    VS_CHECK(strstr(vs_writer_error(writer), "audit_t") != NULL);
+    VS_CHECK(s_exec(db, "ROLLBACK; DETACH other;"));
+    char scratch_path[4096];
+    snprintf(scratch_path, sizeof scratch_path, "%s/scratch.db",
+             vs_test_dir("writer_refuses_scratch"));
+    sqlite3 *scratch = NULL;
+    VS_REQUIRE(sqlite3_open(scratch_path, &scratch) == SQLITE_OK);
+    VS_CHECK(s_exec(scratch, "CREATE TABLE plain (x)"));
+    sqlite3_close(scratch);
+    snprintf(attached_sql, sizeof attached_sql, "ATTACH '%s' AS scratch", scratch_path);
+    VS_CHECK(s_exec(db, attached_sql));
+    VS_CHECK(vs_writer_begin(writer) == VS_OK);
+    VS_CHECK(s_exec(db, "INSERT INTO scratch.plain VALUES (1)"));
+    VS_CHECK(vs_writer_commit(writer) == VS_OK);
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM scratch.plain") == 1);
+    VS_CHECK(s_exec(db, "DETACH scratch"));
 
     /* A rolled-back transaction's keys are forgotten. */
     VS_CHECK(vs_writer_begin(writer) == VS_OK);
