@@ -48,9 +48,11 @@ typedef struct {
 
 /*  How one master table signature lands in the slave.                                          */
 typedef struct {
+    char *name;            /* the master table's                                      */
     bool skip;             /* filtered out by config->tables                          */
     uint32_t column_count; /* master columns                                          */
     uint32_t pk_count;
+    uint32_t pk_columns[VS_MAX_PK_COLUMNS]; /* master column of each key column, in order */
     int *parameter; /* per master column: its UPSERT parameter, 0 when unused   */
     int parameters; /* UPSERT parameters of one row                              */
     sqlite3_stmt *upsert;
@@ -59,13 +61,23 @@ typedef struct {
     sqlite3_stmt *delete;
 } s_mapping_t;
 
-/*  One deferred upsert: its table's mapping and index in the set, where its values start.   */
+/*  One deferred upsert of the set being applied: its table's mapping, where its values
+    start in deferred_values (their bytes point into the set).                                */
 typedef struct {
     s_mapping_t *mapping;
-    uint32_t table;
     size_t offset;
     bool done;
 } s_deferred_t;
+
+/*  An upsert deferred past the end of its set (s_deferred_settle): its values, and the bytes
+    they point to, are copies in one block.                                                   */
+typedef struct {
+    s_mapping_t *mapping;
+    size_t stream;      /* index in streams                                               */
+    vs_value_t *values; /* the master's columns, then their bytes                          */
+    uint64_t hash;      /* of the mapping and the key                                     */
+    bool done;          /* written, or superseded by a later change of its key            */
+} s_carried_t;
 
 struct vs_apply {
     sqlite3 *db;   /* NULL: verify-only, positions in memory, changes only checked and counted */
@@ -103,17 +115,25 @@ struct vs_apply {
     vs_value_t *queued_values; /* queued_rows x the table's column count */
     size_t queued_capacity;    /* values                                 */
     /*  Upserts of the set being applied that collided with another row in a UNIQUE index
-        besides the primary key: written again at the end of the set (s_deferred_apply).   */
+        besides the primary key: written again at the end of the set (s_deferred_settle).  */
     s_deferred_t *deferred;
     size_t deferred_count;
     size_t deferred_capacity;
     vs_value_t *deferred_values; /* each deferred row's values, at its offset          */
     size_t deferred_values_used;
     size_t deferred_values_capacity;
+    /*  Deferred upserts of earlier sets of the batch that are not settled yet.                */
+    s_carried_t *carried;
+    size_t carried_count;
+    size_t carried_capacity;
+    uint32_t *carried_slots;   /* by key hash: index in carried + 1, 0 for none */
+    size_t carried_slot_count; /* a power of two                                */
     char *signature;
     size_t signature_capacity;
     char error[1024];
 };
+
+static void s_carried_clear(vs_apply_t *self);
 
 /*  A growable NUL-terminated text; failed records an allocation failure.                     */
 typedef struct {
@@ -239,6 +259,7 @@ static void s_mapping_destroy(s_mapping_t **self_p)
         sqlite3_finalize(self->upsert_rows);
         sqlite3_finalize(self->delete);
         free(self->parameter);
+        free(self->name);
         free(self);
         *self_p = NULL;
     }
@@ -394,6 +415,9 @@ void vs_apply_close(vs_apply_t **self_p)
     free(self->queued_values);
     free(self->deferred);
     free(self->deferred_values);
+    s_carried_clear(self);
+    free(self->carried);
+    free(self->carried_slots);
     free(self->set_wanted);
     free(self->signature);
     free(self);
@@ -563,6 +587,7 @@ void vs_apply_rollback(vs_apply_t *self)
     }
     /*  A table created inside the batch is gone again: map everything afresh.                */
     s_queue_clear(self);
+    s_carried_clear(self);
     zhashx_purge(self->mappings);
     self->in_batch = false;
     self->batch_rows = 0;
@@ -918,7 +943,8 @@ static int s_mapping_build(vs_apply_t *self, const vs_table_t *table, s_mapping_
         goto cleanup;
     }
     mapping->column_count = table->column_count;
-    mapping->pk_count = table->pk_count;
+    mapping->pk_count = table->pk_count; /* at most VS_MAX_PK_COLUMNS: the reader checked */
+    memcpy(mapping->pk_columns, table->pk_columns, table->pk_count * sizeof *table->pk_columns);
     if (table->name.size == 0 || memchr(table->name.data, 0, table->name.size)) {
         code = s_fail(self, VS_EPROTO, "invalid table name");
         goto cleanup;
@@ -928,6 +954,7 @@ static int s_mapping_build(vs_apply_t *self, const vs_table_t *table, s_mapping_
         code = s_fail(self, VS_ENOMEM, "out of memory");
         goto cleanup;
     }
+    mapping->name = name;
     const char *shown = s_sample(name, strlen(name), sample, sizeof sample);
     if (!s_table_wanted(self, name)) {
         mapping->skip = true;
@@ -1121,8 +1148,7 @@ cleanup:
     free(head.data);
     free(tail.data);
     free(message.data);
-    free(name);
-    return code;
+    return code; /* name belongs to the mapping */
 }
 
 /*  The cached mapping of the set's table, built on first use.                                 */
@@ -1178,35 +1204,30 @@ static int s_bind(sqlite3_stmt *stmt, int parameter, const vs_value_t *value)
     }
 }
 
-/*  Steps stmt, bound by the caller unless rc says binding failed, and resets it. A failure
-    names the table and the operation.                                                        */
-static int s_step_finish(vs_apply_t *self, sqlite3_stmt *stmt, int rc, const vs_changeset_t *set,
-                         uint32_t table_index, vs_op_t op);
+/*  Resets stmt after a step that answered rc (SQLITE_OK for done); a failure names the table
+    and the operation.                                                                        */
+static int s_step_finish(vs_apply_t *self, sqlite3_stmt *stmt, int rc, const s_mapping_t *mapping,
+                         vs_op_t op)
+{
+    sqlite3_reset(stmt);
+    if (rc != SQLITE_OK) {
+        char sample[80];
+        return s_fail(self, VS_ESTORE, "table '%s': %s failed: %s",
+                      s_sample(mapping->name, strlen(mapping->name), sample, sizeof sample),
+                      op == VS_OP_UPSERT ? "upsert" : "delete", sqlite3_errmsg(self->db));
+    }
+    return VS_OK;
+}
 
-static int s_step_change(vs_apply_t *self, sqlite3_stmt *stmt, int rc, const vs_changeset_t *set,
-                         uint32_t table_index, vs_op_t op)
+/*  Steps stmt, bound by the caller unless rc says binding failed, and resets it.              */
+static int s_step_change(vs_apply_t *self, sqlite3_stmt *stmt, int rc, const s_mapping_t *mapping,
+                         vs_op_t op)
 {
     if (rc == SQLITE_OK) {
         rc = sqlite3_step(stmt);
         rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
     }
-    return s_step_finish(self, stmt, rc, set, table_index, op);
-}
-
-/*  Resets stmt after a step that answered rc (SQLITE_OK for done); a failure names the table
-    and the operation.                                                                        */
-static int s_step_finish(vs_apply_t *self, sqlite3_stmt *stmt, int rc, const vs_changeset_t *set,
-                         uint32_t table_index, vs_op_t op)
-{
-    sqlite3_reset(stmt);
-    if (rc != SQLITE_OK) {
-        char sample[80];
-        const vs_bytes_t *name = &set->tables[table_index].name;
-        return s_fail(self, VS_ESTORE, "table '%s': %s failed: %s",
-                      s_sample(name->data, name->size, sample, sizeof sample),
-                      op == VS_OP_UPSERT ? "upsert" : "delete", sqlite3_errmsg(self->db));
-    }
-    return VS_OK;
+    return s_step_finish(self, stmt, rc, mapping, op);
 }
 
 /*  Binds one row of master values to an UPSERT whose row starts after parameter offset.      */
@@ -1230,10 +1251,10 @@ static bool s_unique_conflict(vs_apply_t *self, int rc)
            sqlite3_extended_errcode(self->db) == SQLITE_CONSTRAINT_UNIQUE;
 }
 
-/*  Keeps one upsert for s_deferred_apply: a copy of its values, whose bytes point into the
+/*  Keeps one upsert for s_deferred_settle: a copy of its values, whose bytes point into the
     set being applied, which outlives the deferral. values must not point into the deferred
     values themselves (they may move).                                                      */
-static int s_defer(vs_apply_t *self, s_mapping_t *mapping, uint32_t table, const vs_value_t *values)
+static int s_defer(vs_apply_t *self, s_mapping_t *mapping, const vs_value_t *values)
 {
     if (self->deferred_count == self->deferred_capacity) {
         size_t capacity = self->deferred_capacity ? 2 * self->deferred_capacity : 16;
@@ -1259,9 +1280,178 @@ static int s_defer(vs_apply_t *self, s_mapping_t *mapping, uint32_t table, const
     }
     memcpy(self->deferred_values + self->deferred_values_used, values, columns * sizeof *values);
     self->deferred[self->deferred_count++] =
-        (s_deferred_t){.mapping = mapping, .table = table, .offset = self->deferred_values_used};
+        (s_deferred_t){.mapping = mapping, .offset = self->deferred_values_used};
     self->deferred_values_used += columns;
     return VS_OK;
+}
+
+/* ------------------------------------------------------------------------------------------
+    Upserts carried past the end of their set: the rows of a set that is not CONSISTENT and
+    still collide wait for the stream's next sets, indexed by key so that a later change of
+    the key supersedes them.                                                                  */
+
+/*  Key column `key` of a row: all of the master's columns (full_row) or only its key.         */
+static const vs_value_t *s_key_value(const s_mapping_t *mapping, const vs_value_t *values,
+                                     bool full_row, uint32_t key)
+{
+    return full_row ? &values[mapping->pk_columns[key]] : &values[key];
+}
+
+static uint64_t s_hash_mix(uint64_t hash, uint64_t value)
+{
+    return (hash ^ value) * 0x100000001b3ull + (hash >> 29);
+}
+
+static uint64_t s_key_hash(const s_mapping_t *mapping, const vs_value_t *values, bool full_row)
+{
+    uint64_t hash = s_hash_mix(0xcbf29ce484222325ull, (uint64_t) (uintptr_t) mapping);
+    for (uint32_t key = 0; key < mapping->pk_count; key++) {
+        const vs_value_t *value = s_key_value(mapping, values, full_row, key);
+        hash = s_hash_mix(hash, (uint64_t) value->type);
+        if (value->type == VS_INTEGER) {
+            hash = s_hash_mix(hash, (uint64_t) value->as.integer);
+        } else if (value->type == VS_REAL) {
+            uint64_t bits;
+            memcpy(&bits, &value->as.real, sizeof bits);
+            hash = s_hash_mix(hash, bits);
+        } else if (value->type == VS_TEXT || value->type == VS_BLOB) {
+            for (size_t at = 0; at < value->as.bytes.size; at++) {
+                hash = s_hash_mix(hash, (uint8_t) value->as.bytes.data[at]);
+            }
+        }
+    }
+    return hash;
+}
+
+static bool s_key_equal(const s_mapping_t *mapping, const vs_value_t *carried,
+                        const vs_value_t *values, bool full_row)
+{
+    for (uint32_t key = 0; key < mapping->pk_count; key++) {
+        const vs_value_t *left = s_key_value(mapping, carried, true, key);
+        const vs_value_t *right = s_key_value(mapping, values, full_row, key);
+        if (left->type != right->type) {
+            return false;
+        }
+        if (left->type == VS_INTEGER && left->as.integer != right->as.integer) {
+            return false;
+        }
+        if (left->type == VS_REAL && memcmp(&left->as.real, &right->as.real, sizeof(double))) {
+            return false;
+        }
+        if ((left->type == VS_TEXT || left->type == VS_BLOB) &&
+            (left->as.bytes.size != right->as.bytes.size ||
+             (left->as.bytes.size &&
+              memcmp(left->as.bytes.data, right->as.bytes.data, left->as.bytes.size)))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*  Copies one deferred upsert, bytes and all, to the carried ones (not indexed yet).         */
+static int s_carry(vs_apply_t *self, s_mapping_t *mapping, size_t stream, const vs_value_t *values)
+{
+    if (self->carried_count == self->carried_capacity) {
+        size_t capacity = self->carried_capacity ? 2 * self->carried_capacity : 16;
+        s_carried_t *grown = realloc(self->carried, capacity * sizeof *grown);
+        if (!grown) {
+            return s_fail(self, VS_ENOMEM, "out of memory");
+        }
+        self->carried = grown;
+        self->carried_capacity = capacity;
+    }
+    size_t columns = mapping->column_count;
+    size_t bytes = 0;
+    for (size_t column = 0; column < columns; column++) {
+        if (values[column].type == VS_TEXT || values[column].type == VS_BLOB) {
+            bytes += values[column].as.bytes.size;
+        }
+    }
+    vs_value_t *copy = malloc(columns * sizeof *copy + bytes + 1);
+    if (!copy) {
+        return s_fail(self, VS_ENOMEM, "out of memory");
+    }
+    char *data = (char *) (copy + columns);
+    for (size_t column = 0; column < columns; column++) {
+        copy[column] = values[column];
+        if ((values[column].type == VS_TEXT || values[column].type == VS_BLOB) &&
+            values[column].as.bytes.size > 0) {
+            memcpy(data, values[column].as.bytes.data, values[column].as.bytes.size);
+            copy[column].as.bytes.data = data;
+            data += values[column].as.bytes.size;
+        }
+    }
+    self->carried[self->carried_count++] = (s_carried_t){.mapping = mapping,
+                                                         .stream = stream,
+                                                         .values = copy,
+                                                         .hash = s_key_hash(mapping, copy, true)};
+    return VS_OK;
+}
+
+/*  Drops the carried upserts that are done and indexes the others by key. On failure the
+    index is stale: the caller fails the set, and the rollback drops them all.               */
+static int s_carried_index(vs_apply_t *self)
+{
+    size_t kept = 0;
+    for (size_t index = 0; index < self->carried_count; index++) {
+        if (self->carried[index].done) {
+            free(self->carried[index].values);
+        } else {
+            self->carried[kept++] = self->carried[index];
+        }
+    }
+    self->carried_count = kept;
+    if (kept == 0) {
+        return VS_OK;
+    }
+    size_t slots = 16;
+    while (slots < 2 * kept + 1) {
+        slots *= 2;
+    }
+    if (kept >= UINT32_MAX) {
+        return s_fail(self, VS_ENOMEM, "too many upserts waiting for a UNIQUE value");
+    }
+    if (slots > self->carried_slot_count) {
+        uint32_t *grown = realloc(self->carried_slots, slots * sizeof *grown);
+        if (!grown) {
+            return s_fail(self, VS_ENOMEM, "out of memory");
+        }
+        self->carried_slots = grown;
+        self->carried_slot_count = slots;
+    }
+    memset(self->carried_slots, 0, self->carried_slot_count * sizeof *self->carried_slots);
+    size_t mask = self->carried_slot_count - 1;
+    for (size_t index = 0; index < kept; index++) {
+        size_t slot = self->carried[index].hash & mask;
+        while (self->carried_slots[slot]) {
+            slot = (slot + 1) & mask;
+        }
+        self->carried_slots[slot] = (uint32_t) index + 1;
+    }
+    return VS_OK;
+}
+
+/*  A change of a key whose upsert is carried: the change is newer, the carried one is done.  */
+static void s_carried_supersede(vs_apply_t *self, const s_mapping_t *mapping,
+                                const vs_value_t *values, bool full_row)
+{
+    uint64_t hash = s_key_hash(mapping, values, full_row);
+    size_t mask = self->carried_slot_count - 1;
+    for (size_t slot = hash & mask; self->carried_slots[slot]; slot = (slot + 1) & mask) {
+        s_carried_t *row = &self->carried[self->carried_slots[slot] - 1];
+        if (row->hash == hash && row->mapping == mapping &&
+            s_key_equal(mapping, row->values, values, full_row)) {
+            row->done = true;
+        }
+    }
+}
+
+static void s_carried_clear(vs_apply_t *self)
+{
+    for (size_t index = 0; index < self->carried_count; index++) {
+        free(self->carried[index].values);
+    }
+    self->carried_count = 0;
 }
 
 /*  s_upsert_row's answer for a row that collided in a UNIQUE index, when allowed to.        */
@@ -1269,8 +1459,8 @@ static int s_defer(vs_apply_t *self, s_mapping_t *mapping, uint32_t table, const
 
 /*  One upsert through the one-row statement. With may_collide, a collision in a UNIQUE index
     besides the primary key answers S_COLLIDED instead of failing.                          */
-static int s_upsert_row(vs_apply_t *self, const vs_changeset_t *set, s_mapping_t *mapping,
-                        uint32_t table, const vs_value_t *values, bool may_collide)
+static int s_upsert_row(vs_apply_t *self, s_mapping_t *mapping, const vs_value_t *values,
+                        bool may_collide)
 {
     int rc = s_bind_row(mapping->upsert, mapping, 0, values);
     if (rc == SQLITE_OK) {
@@ -1281,17 +1471,16 @@ static int s_upsert_row(vs_apply_t *self, const vs_changeset_t *set, s_mapping_t
             return S_COLLIDED;
         }
     }
-    return s_step_finish(self, mapping->upsert, rc, set, table, VS_OP_UPSERT);
+    return s_step_finish(self, mapping->upsert, rc, mapping, VS_OP_UPSERT);
 }
 
 /*  Writes the queued upserts, in order: a full queue through the multi-row UPSERT, a shorter
     one (or a full one that collided in a UNIQUE index) row by row. The queue is empty
     afterwards, also on failure.                                                              */
-static int s_queue_flush(vs_apply_t *self, const vs_changeset_t *set)
+static int s_queue_flush(vs_apply_t *self)
 {
     s_mapping_t *mapping = self->queued_mapping;
     size_t rows = self->queued_rows;
-    uint32_t table = self->queued_table;
     self->queued_mapping = NULL;
     self->queued_rows = 0;
     if (!mapping || rows == 0) {
@@ -1309,16 +1498,16 @@ static int s_queue_flush(vs_apply_t *self, const vs_changeset_t *set)
             rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
         }
         if (rc == SQLITE_OK || !s_unique_conflict(self, rc)) {
-            return s_step_finish(self, mapping->upsert_rows, rc, set, table, VS_OP_UPSERT);
+            return s_step_finish(self, mapping->upsert_rows, rc, mapping, VS_OP_UPSERT);
         }
         /* The statement's rows were taken back: again one by one, deferring collisions. */
         sqlite3_reset(mapping->upsert_rows);
     }
     for (size_t row = 0; row < rows; row++) {
         const vs_value_t *row_values = values + row * mapping->column_count;
-        int code = s_upsert_row(self, set, mapping, table, row_values, true);
+        int code = s_upsert_row(self, mapping, row_values, true);
         if (code == S_COLLIDED) {
-            code = s_defer(self, mapping, table, row_values);
+            code = s_defer(self, mapping, row_values);
         }
         if (code != VS_OK) {
             return code;
@@ -1327,67 +1516,104 @@ static int s_queue_flush(vs_apply_t *self, const vs_changeset_t *set)
     return VS_OK;
 }
 
-/*  The upserts deferred by a UNIQUE collision, at the end of their set. A snapshot satisfies
-    the master's UNIQUE indexes, so a row of the set can only collide with a slave row that
-    the same set changes later (values moved between rows) or that the master no longer has.
-    Each is tried once more, which settles a value moved to a row written later; the rest
-    (chains, swaps and cycles of values) are deleted, then written again, each key with its
-    values from the set: linear in the rows, and a slave-only column of those rows goes back
-    to its default. A collision left after that is a real difference between master and
-    slave: the set fails, as before.                                                          */
-static int s_deferred_apply(vs_apply_t *self, const vs_changeset_t *set)
+/*  The index-th upsert waiting at the end of a set of stream: the set's own deferred ones,
+    then the stream's carried ones. False for one that is done or of another stream.         */
+static bool s_waiting(vs_apply_t *self, size_t stream, size_t index, s_mapping_t **mapping,
+                      const vs_value_t **values, bool **done)
 {
-    size_t left = 0;
-    for (size_t index = 0; index < self->deferred_count; index++) {
+    if (index < self->deferred_count) {
         s_deferred_t *row = &self->deferred[index];
-        int code = s_upsert_row(self, set, row->mapping, row->table,
-                                self->deferred_values + row->offset, true);
-        if (code == VS_OK) {
-            row->done = true;
-        } else if (code == S_COLLIDED) {
-            left++;
-        } else {
-            return code;
+        *mapping = row->mapping;
+        *values = self->deferred_values + row->offset;
+        *done = &row->done;
+    } else {
+        s_carried_t *row = &self->carried[index - self->deferred_count];
+        if (row->stream != stream) {
+            return false;
+        }
+        *mapping = row->mapping;
+        *values = row->values;
+        *done = &row->done;
+    }
+    return !**done;
+}
+
+/*  The upserts deferred by a UNIQUE collision, at the end of their set. A snapshot satisfies
+    the master's UNIQUE indexes, so a row can only collide with a slave row that the snapshot
+    changes later (values moved between rows) or that the master no longer has. A snapshot
+    can take several sets (a publisher's read is cut by size), and only its last is flagged
+    CONSISTENT, so the row that moves out of the way can come in a later set. Each waiting
+    upsert, the set's own and those its stream carried from earlier sets, is tried once
+    more, which settles a value moved to a row written before. Before a CONSISTENT set, the
+    ones that still collide are carried, copied, to the stream's next sets (a later change
+    of the same key supersedes them: s_carried_supersede). At a CONSISTENT set the rest
+    (chains, swaps and cycles of values) are deleted, then written again, each key with its
+    newest values: linear in the rows, and a slave-only column of those rows goes back to
+    its default. A collision left after that is a real difference between master and slave:
+    the set fails, and the batch with it.                                                    */
+static int s_deferred_settle(vs_apply_t *self, size_t stream, bool consistent)
+{
+    size_t total = self->deferred_count + self->carried_count;
+    s_mapping_t *mapping;
+    const vs_value_t *values;
+    bool *done;
+    size_t left = 0;
+    for (size_t index = 0; index < total; index++) {
+        if (s_waiting(self, stream, index, &mapping, &values, &done)) {
+            int code = s_upsert_row(self, mapping, values, true);
+            if (code == S_COLLIDED) {
+                left++;
+            } else if (code == VS_OK) {
+                *done = true;
+            } else {
+                return code;
+            }
         }
     }
-    if (left == 0) {
-        return VS_OK;
+    if (left > 0 && !consistent) {
+        for (size_t index = 0; index < self->deferred_count; index++) {
+            if (s_waiting(self, stream, index, &mapping, &values, &done)) {
+                int code = s_carry(self, mapping, stream, values);
+                if (code != VS_OK) {
+                    return code;
+                }
+            }
+        }
+        return s_carried_index(self);
     }
-    for (size_t index = 0; index < self->deferred_count; index++) {
-        const s_deferred_t *row = &self->deferred[index];
-        if (row->done) {
-            continue;
-        }
-        const vs_table_t *table = &set->tables[row->table];
-        const vs_value_t *values = self->deferred_values + row->offset;
-        int rc = SQLITE_OK;
-        for (uint32_t key = 0; key < table->pk_count && rc == SQLITE_OK; key++) {
-            rc = s_bind(row->mapping->delete, (int) key + 1, &values[table->pk_columns[key]]);
-        }
-        int code = s_step_change(self, row->mapping->delete, rc, set, row->table, VS_OP_DELETE);
-        if (code != VS_OK) {
-            return code;
-        }
-    }
-    for (size_t index = 0; index < self->deferred_count; index++) {
-        const s_deferred_t *row = &self->deferred[index];
-        if (!row->done) {
-            int code = s_upsert_row(self, set, row->mapping, row->table,
-                                    self->deferred_values + row->offset, false);
+    for (size_t index = 0; index < total && left > 0; index++) {
+        if (s_waiting(self, stream, index, &mapping, &values, &done)) {
+            int rc = SQLITE_OK;
+            for (uint32_t key = 0; key < mapping->pk_count && rc == SQLITE_OK; key++) {
+                rc = s_bind(mapping->delete, (int) key + 1, &values[mapping->pk_columns[key]]);
+            }
+            int code = s_step_change(self, mapping->delete, rc, mapping, VS_OP_DELETE);
             if (code != VS_OK) {
                 return code;
             }
         }
     }
-    return VS_OK;
+    for (size_t index = 0; index < total && left > 0; index++) {
+        if (s_waiting(self, stream, index, &mapping, &values, &done)) {
+            int code = s_upsert_row(self, mapping, values, false);
+            if (code != VS_OK) {
+                return code;
+            }
+        }
+    }
+    for (size_t index = 0; index < self->carried_count; index++) {
+        if (self->carried[index].stream == stream) {
+            self->carried[index].done = true;
+        }
+    }
+    return s_carried_index(self);
 }
 
 /*  Queues one upsert of mapping's table; a full queue is written at once.                    */
-static int s_queue_upsert(vs_apply_t *self, const vs_changeset_t *set, s_mapping_t *mapping,
-                          const vs_change_t *change)
+static int s_queue_upsert(vs_apply_t *self, s_mapping_t *mapping, const vs_change_t *change)
 {
     if (self->queued_mapping != mapping || self->queued_table != change->table) {
-        int code = s_queue_flush(self, set);
+        int code = s_queue_flush(self);
         if (code != VS_OK) {
             return code;
         }
@@ -1408,7 +1634,7 @@ static int s_queue_upsert(vs_apply_t *self, const vs_changeset_t *set, s_mapping
     self->queued_table = change->table;
     self->queued_rows++;
     if (self->queued_rows == (size_t) mapping->upsert_row_count) {
-        return s_queue_flush(self, set);
+        return s_queue_flush(self);
     }
     return VS_OK;
 }
@@ -1437,16 +1663,21 @@ static int s_apply_change(vs_apply_t *self, const vs_changeset_t *set, const vs_
     if (code != VS_OK || mapping->skip) {
         return code;
     }
+    bool full_row = change->op == VS_OP_UPSERT;
+    if (self->carried_count > 0 &&
+        change->value_count == (full_row ? mapping->column_count : mapping->pk_count)) {
+        s_carried_supersede(self, mapping, change->values, full_row);
+    }
     if (change->op == VS_OP_UPSERT && change->value_count == mapping->column_count) {
-        code = s_queue_upsert(self, set, mapping, change);
+        code = s_queue_upsert(self, mapping, change);
     } else if (change->op == VS_OP_DELETE && change->value_count == mapping->pk_count) {
-        code = s_queue_flush(self, set); /* the upserts before this delete come first */
+        code = s_queue_flush(self); /* the upserts before this delete come first */
         if (code == VS_OK) {
             int rc = SQLITE_OK;
             for (uint32_t key = 0; key < change->value_count && rc == SQLITE_OK; key++) {
                 rc = s_bind(mapping->delete, (int) key + 1, &change->values[key]);
             }
-            code = s_step_change(self, mapping->delete, rc, set, change->table, VS_OP_DELETE);
+            code = s_step_change(self, mapping->delete, rc, mapping, VS_OP_DELETE);
         }
     } else {
         return s_fail(self, VS_EPROTO, "change of op %d with %u values", (int) change->op,
@@ -1551,13 +1782,14 @@ int vs_apply_set(vs_apply_t *self, const char *stream_name, uint64_t seq,
                       stream->name, seq, vs_changeset_error(&set));
     }
     if (code == VS_OK) {
-        code = s_queue_flush(self, &set); /* its values point into the set */
+        code = s_queue_flush(self); /* its values point into the set */
     }
-    if (code == VS_OK && self->deferred_count > 0) {
-        code = s_deferred_apply(self, &set); /* theirs too */
+    bool consistent = (set.flags & VS_CHANGESET_CONSISTENT) != 0;
+    if (code == VS_OK && (self->deferred_count > 0 || self->carried_count > 0)) {
+        /* theirs too, until they are carried */
+        code = s_deferred_settle(self, (size_t) (stream - self->streams), consistent);
     }
     s_queue_clear(self);
-    bool consistent = (set.flags & VS_CHANGESET_CONSISTENT) != 0;
     vs_changeset_close(&set);
     if (code != VS_OK) {
         return s_abort(self, code);

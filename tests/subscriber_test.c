@@ -377,13 +377,16 @@ static void test_apply_gap_and_chain(void)
 /*  Finishes writer's set (rc: how writing it went) as seq, applies it to store after hash on
     stream and commits; hash moves on when it applied. Returns -1 when the set could not be
     written, else vs_apply_set's or vs_apply_commit's code.                                  */
-static int s_apply_written(vs_apply_t *store, const char *stream, uint64_t seq,
-                           uint8_t hash[VS_HASH_SIZE], vs_changeset_writer_t *writer, int rc)
+/*  Finishes writer's set as seq of stream with flags and applies it after hash; a CONSISTENT
+    set is committed with the batch. hash moves on when it was applied.                       */
+static int s_apply_flagged(vs_apply_t *store, const char *stream, uint64_t seq,
+                           uint8_t hash[VS_HASH_SIZE], vs_changeset_writer_t *writer, int rc,
+                           uint32_t flags)
 {
     uint8_t *data = NULL;
     size_t size = 0;
     if (rc == VS_OK) {
-        rc = vs_changeset_writer_finish(writer, seq, seq, VS_CHANGESET_CONSISTENT, &data, &size);
+        rc = vs_changeset_writer_finish(writer, seq, seq, flags, &data, &size);
     }
     vs_changeset_writer_destroy(&writer);
     if (rc != VS_OK) {
@@ -392,7 +395,7 @@ static int s_apply_written(vs_apply_t *store, const char *stream, uint64_t seq,
     uint8_t next[VS_HASH_SIZE];
     vs_chain_next(hash, data, size, next);
     rc = vs_apply_set(store, stream, seq, next, data, size, NULL);
-    if (rc == VS_OK) {
+    if (rc == VS_OK && (flags & VS_CHANGESET_CONSISTENT)) {
         rc = vs_apply_commit(store);
     }
     if (rc == VS_OK) {
@@ -400,6 +403,12 @@ static int s_apply_written(vs_apply_t *store, const char *stream, uint64_t seq,
     }
     free(data);
     return rc;
+}
+
+static int s_apply_written(vs_apply_t *store, const char *stream, uint64_t seq,
+                           uint8_t hash[VS_HASH_SIZE], vs_changeset_writer_t *writer, int rc)
+{
+    return s_apply_flagged(store, stream, seq, hash, writer, rc, VS_CHANGESET_CONSISTENT);
 }
 
 static int s_apply_table_set(vs_apply_t *store, const char *stream, uint64_t seq,
@@ -485,8 +494,10 @@ static void test_apply_create_table(void)
 
 /*  Applies one set of upserts of acc (id INTEGER PRIMARY KEY, login TEXT UNIQUE): count rows,
     ids[i] with logins[i]. Commits when it applies; returns vs_apply_set's code.            */
-static int s_apply_logins(vs_apply_t *store, uint64_t seq, uint8_t hash[VS_HASH_SIZE], size_t count,
-                          const int *ids, const char *const *logins)
+/*  A set of upserts of acc (id, login), and deletes of acc: ids of negative numbers.       */
+static int s_apply_logins_flagged(vs_apply_t *store, uint64_t seq, uint8_t hash[VS_HASH_SIZE],
+                                  size_t count, const int *ids, const char *const *logins,
+                                  uint32_t flags)
 {
     const char *const columns[] = {"id", "login"};
     const uint32_t pk[] = {0};
@@ -496,10 +507,18 @@ static int s_apply_logins(vs_apply_t *store, uint64_t seq, uint8_t hash[VS_HASH_
         writer, "acc", "CREATE TABLE acc(id INTEGER PRIMARY KEY, login TEXT UNIQUE)", 2, columns, 1,
         pk, &table);
     for (size_t row = 0; row < count && rc == VS_OK; row++) {
-        vs_value_t values[2] = {s_integer(ids[row]), s_text(logins[row])};
-        rc = vs_changeset_writer_upsert(writer, table, 2, values);
+        vs_value_t values[2] = {s_integer(ids[row] < 0 ? -ids[row] : ids[row]),
+                                s_text(logins[row])};
+        rc = ids[row] < 0 ? vs_changeset_writer_delete(writer, table, 1, values)
+                          : vs_changeset_writer_upsert(writer, table, 2, values);
     }
-    return s_apply_written(store, "s", seq, hash, writer, rc);
+    return s_apply_flagged(store, "s", seq, hash, writer, rc, flags);
+}
+
+static int s_apply_logins(vs_apply_t *store, uint64_t seq, uint8_t hash[VS_HASH_SIZE], size_t count,
+                          const int *ids, const char *const *logins)
+{
+    return s_apply_logins_flagged(store, seq, hash, count, ids, logins, VS_CHANGESET_CONSISTENT);
 }
 
 /*  A snapshot may move a UNIQUE value from one row to another. Applied in version order, a row
@@ -563,6 +582,91 @@ static void test_apply_unique_moves(void)
     vs_apply_close(&store);
     VS_CHECK(s_stored_seq(path, "s") == 3);
     VS_CHECK(s_query_int(path, "SELECT count(*) FROM acc WHERE id = 40 AND login = 'user40'") == 1);
+}
+
+/*  A publisher's read is cut into sets by size and only its last set is CONSISTENT, so a
+    UNIQUE value can move to a row of one set from a row that a later set changes. Such an
+    upsert waits for the stream's next sets (the batch stays open until the CONSISTENT one);
+    a later change of its key wins over it; a collision still there at the CONSISTENT set
+    fails the whole batch.                                                                  */
+static void test_apply_unique_moves_across_sets(void)
+{
+    const char *path = s_db_path("apply_unique_across");
+    VS_CHECK(s_exec(path, "CREATE TABLE acc(id INTEGER PRIMARY KEY, login TEXT UNIQUE)") ==
+             SQLITE_OK);
+    vs_apply_t *store = s_open(path);
+    VS_REQUIRE(store);
+    uint8_t hash[VS_HASH_SIZE] = {0};
+    char text[4096];
+    int ids[80];
+    const char *logins[80];
+    char names[81][16];
+    for (int row = 0; row < 80; row++) {
+        ids[row] = row + 1;
+        snprintf(names[row + 1], sizeof names[row + 1], "user%02d", row + 1);
+        logins[row] = names[row + 1];
+    }
+    VS_CHECK(s_apply_logins(store, 1, hash, 80, ids, logins) == VS_OK);
+    uint64_t seq = 1;
+    const uint32_t more = 0, last = VS_CHANGESET_CONSISTENT;
+
+    /* A chain (row 1 takes row 2's login, row 2 a new one) and a swap (rows 3 and 4), each
+       split over two sets of one read. */
+    VS_CHECK(s_apply_logins_flagged(store, ++seq, hash, 2, (int[]){1, 3},
+                                    (const char *[]){"user02", "user04"}, more) == VS_OK);
+    VS_CHECK(vs_apply_in_batch(store) && !vs_apply_consistent(store));
+    VS_CHECK(s_apply_logins_flagged(store, ++seq, hash, 2, (int[]){2, 4},
+                                    (const char *[]){"fresh02", "user03"}, last) == VS_OK);
+    VS_CHECK(!vs_apply_in_batch(store));
+    VS_CHECK(s_stored_seq(path, "s") == (int64_t) seq);
+    s_query_text(path, "SELECT group_concat(id || '=' || login, ' ') FROM acc WHERE id <= 4",
+                 text, sizeof text);
+    VS_CHECK(strcmp(text, "1=user02 2=fresh02 3=user04 4=user03") == 0);
+
+    /* Row 5 waits for row 6's login over three sets; the second set (a newer read) changes
+       row 5 again, and that newer login stays. Row 7 waits for row 8's, then is deleted. */
+    VS_CHECK(s_apply_logins_flagged(store, ++seq, hash, 2, (int[]){5, 7},
+                                    (const char *[]){"user06", "user08"}, more) == VS_OK);
+    VS_CHECK(s_apply_logins_flagged(store, ++seq, hash, 2, (int[]){5, -7},
+                                    (const char *[]){"later05", ""}, more) == VS_OK);
+    VS_CHECK(s_apply_logins_flagged(store, ++seq, hash, 2, (int[]){6, 8},
+                                    (const char *[]){"fresh06", "fresh08"}, last) == VS_OK);
+    s_query_text(path, "SELECT group_concat(id || '=' || login, ' ') FROM acc "
+                       "WHERE id BETWEEN 5 AND 8", text, sizeof text);
+    VS_CHECK(strcmp(text, "5=later05 6=fresh06 8=fresh08") == 0);
+    if (strcmp(text, "5=later05 6=fresh06 8=fresh08") != 0) {
+        fprintf(stderr, "  got: %s\n", text);
+    }
+
+    /* The logins of rows 41 to 80 rotated by one, in a set of 32 rows (one multi-row
+       statement) and a set of 8: a cycle across two sets. */
+    for (int row = 0; row < 40; row++) {
+        ids[row] = row + 41;
+        logins[row] = names[row == 39 ? 41 : row + 42];
+    }
+    VS_CHECK(s_apply_logins_flagged(store, ++seq, hash, 32, ids, logins, more) == VS_OK);
+    VS_CHECK(s_apply_logins_flagged(store, ++seq, hash, 8, ids + 32, logins + 32, last) == VS_OK);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM acc WHERE id BETWEEN 41 AND 79 AND login = "
+                               "printf('user%02d', id + 1)") == 39);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM acc WHERE id = 80 AND login = 'user41'") == 1);
+    VS_CHECK(s_stored_seq(path, "s") == (int64_t) seq);
+
+    /* Row 9 takes row 10's login and no later set of the read moves row 10: the CONSISTENT
+       set fails, and the batch with both sets is rolled back. */
+    uint64_t committed = seq;
+    uint8_t committed_hash[VS_HASH_SIZE];
+    memcpy(committed_hash, hash, sizeof committed_hash);
+    VS_CHECK(s_apply_logins_flagged(store, ++seq, hash, 1, (int[]){9},
+                                    (const char *[]){"user10"}, more) == VS_OK);
+    VS_CHECK(s_apply_logins_flagged(store, ++seq, hash, 1, (int[]){11},
+                                    (const char *[]){"fresh11"}, last) == VS_ESTORE);
+    VS_CHECK(strstr(vs_apply_error(store), "UNIQUE") != NULL);
+    VS_CHECK(!vs_apply_in_batch(store));
+    vs_apply_close(&store);
+    VS_CHECK(s_stored_seq(path, "s") == (int64_t) committed);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM acc WHERE (id = 9 AND login = 'user09') OR "
+                               "(id = 11 AND login = 'user11')") == 2);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM acc") == 79);
 }
 
 /*  The slave table has a column the master lacks and lacks one the master has.               */
@@ -2007,6 +2111,7 @@ int main(void)
     vs_test_run("apply_create_table", test_apply_create_table);
     vs_test_run("apply_common_columns", test_apply_common_columns);
     vs_test_run("apply_unique_moves", test_apply_unique_moves);
+    vs_test_run("apply_unique_moves_across_sets", test_apply_unique_moves_across_sets);
     vs_test_run("apply_primary_key_mismatch", test_apply_primary_key_mismatch);
     vs_test_run("apply_split_snapshot", test_apply_split_snapshot);
     vs_test_run("apply_two_streams", test_apply_two_streams);
