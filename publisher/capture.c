@@ -536,20 +536,72 @@ cleanup:
     return rc;
 }
 
+static bool s_word_char(char c)
+{
+    return isalnum((unsigned char) c) || c == '_' || c == '$' || (unsigned char) c >= 0x80;
+}
+
+/*  The expression after the WHERE of a CREATE INDEX statement's text (a partial index), or
+    NULL when the text has none or is not understood. Quoted names, strings and comments are
+    skipped; the WHERE is the first one at depth 0 after the column list.                    */
+static const char *s_index_where(const char *sql)
+{
+    int depth = 0;
+    bool after_columns = false;
+    for (const char *at = sql; *at;) {
+        char c = *at;
+        if (c == '\'' || c == '"' || c == '`' || c == '[') {
+            char close = c == '[' ? ']' : c;
+            for (at++; *at && !(*at == close && (close == ']' || at[1] != close)); at++) {
+                if (*at == close) {
+                    at++; /* a doubled quote */
+                }
+            }
+            if (!*at) {
+                return NULL;
+            }
+            at++;
+        } else if (c == '-' && at[1] == '-') {
+            at = strchr(at, '\n');
+            if (!at) {
+                return NULL;
+            }
+        } else if (c == '/' && at[1] == '*') {
+            at = strstr(at + 2, "*/");
+            if (!at) {
+                return NULL;
+            }
+            at += 2;
+        } else if (c == '(' || c == ')') {
+            depth += c == '(' ? 1 : -1;
+            after_columns = after_columns || (c == ')' && depth == 0);
+            at++;
+        } else if (after_columns && depth == 0 && strncasecmp(at, "WHERE", 5) == 0 &&
+                   (at == sql || !s_word_char(at[-1])) && !s_word_char(at[5])) {
+            return at + 5;
+        } else {
+            at++;
+        }
+    }
+    return NULL;
+}
+
 /*  The guard triggers of a table with UNIQUE indexes besides its primary key, as sqlite_master
     stores them (no trailing semicolon), into insert_sql and update_sql; both empty when the
     table has none. An INSERT or UPDATE OR REPLACE deletes the rows whose values collide with
     the new row's in such an index, and SQLite runs no DELETE trigger for them (unless the
     writing connection turned recursive_triggers on): the guards log those rows' keys first,
     before the new row is written. A plain INSERT that collides fails, and its statement
-    journal takes the guard's log rows back with it. Partial indexes and indexes on
-    expressions are left out.                                                               */
+    journal takes the guard's log rows back with it. A partial index's guard carries the
+    index's WHERE, so that it looks rows up through that index. Indexes on expressions are
+    left out.                                                                               */
 static int s_unique_guards_text(vs_capture_t *self, const s_table_t *table, s_text_t *insert_sql,
                                 s_text_t *update_sql)
 {
     int rc = VS_ESTORE;
     sqlite3_stmt *indexes = NULL;
     sqlite3_stmt *columns = NULL;
+    sqlite3_stmt *index_sql = NULL;
     s_text_t body = {0};
     s_text_t updated = {0}; /* the columns an UPDATE OF names, once each */
     size_t updated_count = 0;
@@ -559,9 +611,11 @@ static int s_unique_guards_text(vs_capture_t *self, const s_table_t *table, s_te
         return VS_ENOMEM;
     }
     if (s_prepare(self,
-                  "SELECT name FROM pragma_index_list(?1) WHERE \"unique\" = 1 AND origin != 'pk' "
-                  "AND partial = 0 ORDER BY name",
+                  "SELECT name, partial FROM pragma_index_list(?1) WHERE \"unique\" = 1 AND "
+                  "origin != 'pk' ORDER BY name",
                   &indexes, "cannot read the table's indexes") != VS_OK ||
+        s_prepare(self, "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1",
+                  &index_sql, "cannot read the table's indexes") != VS_OK ||
         s_prepare(self,
                   "SELECT cid, name, coll FROM pragma_index_xinfo(?1) WHERE key = 1 ORDER BY seqno",
                   &columns, "cannot read the table's indexes") != VS_OK) {
@@ -576,8 +630,18 @@ static int s_unique_guards_text(vs_capture_t *self, const s_table_t *table, s_te
         s_text_t where = {0};
         bool usable = true;
         size_t count = 0;
-        int column_step;
-        while ((column_step = sqlite3_step(columns)) == SQLITE_ROW) {
+        const char *partial = NULL; /* its WHERE, borrowed from index_sql */
+        if (sqlite3_column_int(indexes, 1)) {
+            sqlite3_reset(index_sql);
+            sqlite3_bind_text(index_sql, 1, (const char *) sqlite3_column_text(indexes, 0), -1,
+                              SQLITE_TRANSIENT);
+            if (sqlite3_step(index_sql) == SQLITE_ROW && sqlite3_column_text(index_sql, 0)) {
+                partial = s_index_where((const char *) sqlite3_column_text(index_sql, 0));
+            }
+            usable = partial != NULL;
+        }
+        int column_step = SQLITE_DONE;
+        while (usable && (column_step = sqlite3_step(columns)) == SQLITE_ROW) {
             const char *name = (const char *) sqlite3_column_text(columns, 1);
             const char *collation = (const char *) sqlite3_column_text(columns, 2);
             if (sqlite3_column_int(columns, 0) < 0 || !name || !collation) {
@@ -611,7 +675,12 @@ static int s_unique_guards_text(vs_capture_t *self, const s_table_t *table, s_te
             s_text_pk(&body, table, NULL);
             s_text_add(&body, " FROM ");
             s_text_identifier(&body, table->name);
-            s_text_add(&body, " WHERE %s AND NOT (", where.data);
+            s_text_add(&body, " WHERE %s", where.data);
+            if (partial) {
+                /* the line break ends a comment the index's text may end with */
+                s_text_add(&body, " AND (%s\n)", partial);
+            }
+            s_text_add(&body, " AND NOT (");
             for (size_t index = 0; index < table->pk_count; index++) {
                 const char *column = table->columns[table->pk[index]];
                 s_text_add(&body, "%s", index ? " AND " : "");
@@ -647,6 +716,7 @@ cleanup:
     free(named);
     sqlite3_finalize(indexes);
     sqlite3_finalize(columns);
+    sqlite3_finalize(index_sql);
     s_text_free(&body);
     s_text_free(&updated);
     return rc;

@@ -1817,8 +1817,9 @@ static void test_actor_errors(void)
 /*  INSERT OR REPLACE and UPDATE OR REPLACE delete the rows whose values collide in a UNIQUE
     index besides the primary key, with no DELETE trigger: the guard triggers log them, so
     they travel as DELETEs (the slave would otherwise keep them and refuse the new row). A
-    collation of the index counts; a plain INSERT that collides leaves no log row; an index
-    created after attaching gets its guards at the next read.                               */
+    collation of the index counts, and so does a partial index's WHERE; a plain INSERT that
+    collides leaves no log row; an index created after attaching gets its guards at the next
+    read.                                                                                   */
 static void test_replace_unique(void)
 {
     const char *path = s_make_db("replace_unique",
@@ -1888,6 +1889,25 @@ static void test_replace_unique(void)
     VS_CHECK(s_exec(db, "INSERT OR REPLACE INTO \"we ird\"\"t\" VALUES ('c', 3, 'u1', 'w', 2)"));
     VS_CHECK(s_read(capture, after, snapshot) == VS_OK);
     expected = "we ird\"t D 1|'a'; we ird\"t D 2|'b'; we ird\"t U 'c'|3|'u1'|'w'|2";
+    VS_CHECK(strcmp(snapshot->text, expected) == 0);
+    if (strcmp(snapshot->text, expected) != 0) {
+        fprintf(stderr, "  got: %s\n", snapshot->text);
+    }
+
+    /* A partial UNIQUE index (live rows only), whose text has a quoted name with a
+       parenthesis and a WHERE in it and ends with a comment: only the live row collides. */
+    VS_CHECK(s_exec(db, "CREATE TABLE soft (id INTEGER PRIMARY KEY, email TEXT, gone INT);"
+                        "CREATE UNIQUE INDEX \"live (where\" ON soft (email COLLATE NOCASE) "
+                        "WHERE gone = 0 -- live rows\n;"
+                        "INSERT INTO soft VALUES (1, 'a@x', 0), (2, 'a@x', 1), (3, 'b@x', 0);"));
+    VS_CHECK(s_read(capture, snapshot->last_version, snapshot) == VS_OK);
+    after = snapshot->last_version;
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND "
+                             "tbl_name = 'soft' AND name LIKE '%\\_un_' ESCAPE '\\'") == 2);
+    VS_CHECK(s_exec(db, "INSERT OR REPLACE INTO soft VALUES (4, 'A@X', 0);"
+                        "INSERT OR REPLACE INTO soft VALUES (5, 'c@x', 1);"));
+    VS_CHECK(s_read(capture, after, snapshot) == VS_OK);
+    expected = "soft D 1; soft U 4|'A@X'|0; soft U 5|'c@x'|1";
     VS_CHECK(strcmp(snapshot->text, expected) == 0);
     if (strcmp(snapshot->text, expected) != 0) {
         fprintf(stderr, "  got: %s\n", snapshot->text);
