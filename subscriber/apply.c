@@ -10,6 +10,7 @@
 #include "checkpoint.h"
 
 #include <czmq.h>
+#include <ctype.h>
 #include <inttypes.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -1302,9 +1303,15 @@ static uint64_t s_hash_mix(uint64_t hash, uint64_t value)
     return (hash ^ value) * 0x100000001b3ull + (hash >> 29);
 }
 
+/*  The hash of a row's slave table and key. The table counts by name, not by mapping: a
+    master table whose columns change between two reads gets a second mapping, and a change
+    under it must still find the carried upserts of the same row.                           */
 static uint64_t s_key_hash(const s_mapping_t *mapping, const vs_value_t *values, bool full_row)
 {
-    uint64_t hash = s_hash_mix(0xcbf29ce484222325ull, (uint64_t) (uintptr_t) mapping);
+    uint64_t hash = 0xcbf29ce484222325ull;
+    for (const char *name = mapping->name; *name; name++) {
+        hash = s_hash_mix(hash, (uint64_t) tolower((unsigned char) *name));
+    }
     for (uint32_t key = 0; key < mapping->pk_count; key++) {
         const vs_value_t *value = s_key_value(mapping, values, full_row, key);
         hash = s_hash_mix(hash, (uint64_t) value->type);
@@ -1323,11 +1330,16 @@ static uint64_t s_key_hash(const s_mapping_t *mapping, const vs_value_t *values,
     return hash;
 }
 
-static bool s_key_equal(const s_mapping_t *mapping, const vs_value_t *carried,
+/*  True when a carried upsert and a change are of the same slave row.                        */
+static bool s_key_equal(const s_carried_t *carried, const s_mapping_t *mapping,
                         const vs_value_t *values, bool full_row)
 {
+    if (carried->mapping->pk_count != mapping->pk_count ||
+        sqlite3_stricmp(carried->mapping->name, mapping->name) != 0) {
+        return false;
+    }
     for (uint32_t key = 0; key < mapping->pk_count; key++) {
-        const vs_value_t *left = s_key_value(mapping, carried, true, key);
+        const vs_value_t *left = s_key_value(carried->mapping, carried->values, true, key);
         const vs_value_t *right = s_key_value(mapping, values, full_row, key);
         if (left->type != right->type) {
             return false;
@@ -1348,7 +1360,38 @@ static bool s_key_equal(const s_mapping_t *mapping, const vs_value_t *carried,
     return true;
 }
 
-/*  Copies one deferred upsert, bytes and all, to the carried ones (not indexed yet).         */
+/*  Indexes the carried upserts by key, with room for twice as many.                          */
+static int s_carried_index(vs_apply_t *self)
+{
+    size_t slots = 16;
+    while (slots < 4 * self->carried_count + 1) {
+        slots *= 2;
+    }
+    if (self->carried_count >= UINT32_MAX / 4) {
+        return s_fail(self, VS_ENOMEM, "too many upserts waiting for a UNIQUE value");
+    }
+    if (slots > self->carried_slot_count) {
+        uint32_t *grown = realloc(self->carried_slots, slots * sizeof *grown);
+        if (!grown) {
+            return s_fail(self, VS_ENOMEM, "out of memory");
+        }
+        self->carried_slots = grown;
+        self->carried_slot_count = slots;
+    }
+    memset(self->carried_slots, 0, self->carried_slot_count * sizeof *self->carried_slots);
+    size_t mask = self->carried_slot_count - 1;
+    for (size_t index = 0; index < self->carried_count; index++) {
+        size_t slot = self->carried[index].hash & mask;
+        while (self->carried_slots[slot]) {
+            slot = (slot + 1) & mask;
+        }
+        self->carried_slots[slot] = (uint32_t) index + 1;
+    }
+    return VS_OK;
+}
+
+/*  Copies one deferred upsert, bytes and all, to the carried ones, and indexes it. On failure
+    the index may be stale: the caller fails the set, and the rollback drops them all.       */
 static int s_carry(vs_apply_t *self, s_mapping_t *mapping, size_t stream, const vs_value_t *values)
 {
     if (self->carried_count == self->carried_capacity) {
@@ -1381,53 +1424,19 @@ static int s_carry(vs_apply_t *self, s_mapping_t *mapping, size_t stream, const 
             data += values[column].as.bytes.size;
         }
     }
-    self->carried[self->carried_count++] = (s_carried_t){.mapping = mapping,
-                                                         .stream = stream,
-                                                         .values = copy,
-                                                         .hash = s_key_hash(mapping, copy, true)};
-    return VS_OK;
-}
-
-/*  Drops the carried upserts that are done and indexes the others by key. On failure the
-    index is stale: the caller fails the set, and the rollback drops them all.               */
-static int s_carried_index(vs_apply_t *self)
-{
-    size_t kept = 0;
-    for (size_t index = 0; index < self->carried_count; index++) {
-        if (self->carried[index].done) {
-            free(self->carried[index].values);
-        } else {
-            self->carried[kept++] = self->carried[index];
-        }
+    size_t index = self->carried_count++;
+    self->carried[index] = (s_carried_t){
+        .mapping = mapping, .stream = stream, .values = copy,
+        .hash = s_key_hash(mapping, copy, true)};
+    if (2 * self->carried_count > self->carried_slot_count) {
+        return s_carried_index(self); /* at most half full */
     }
-    self->carried_count = kept;
-    if (kept == 0) {
-        return VS_OK;
-    }
-    size_t slots = 16;
-    while (slots < 2 * kept + 1) {
-        slots *= 2;
-    }
-    if (kept >= UINT32_MAX) {
-        return s_fail(self, VS_ENOMEM, "too many upserts waiting for a UNIQUE value");
-    }
-    if (slots > self->carried_slot_count) {
-        uint32_t *grown = realloc(self->carried_slots, slots * sizeof *grown);
-        if (!grown) {
-            return s_fail(self, VS_ENOMEM, "out of memory");
-        }
-        self->carried_slots = grown;
-        self->carried_slot_count = slots;
-    }
-    memset(self->carried_slots, 0, self->carried_slot_count * sizeof *self->carried_slots);
     size_t mask = self->carried_slot_count - 1;
-    for (size_t index = 0; index < kept; index++) {
-        size_t slot = self->carried[index].hash & mask;
-        while (self->carried_slots[slot]) {
-            slot = (slot + 1) & mask;
-        }
-        self->carried_slots[slot] = (uint32_t) index + 1;
+    size_t slot = self->carried[index].hash & mask;
+    while (self->carried_slots[slot]) {
+        slot = (slot + 1) & mask;
     }
+    self->carried_slots[slot] = (uint32_t) index + 1;
     return VS_OK;
 }
 
@@ -1439,11 +1448,28 @@ static void s_carried_supersede(vs_apply_t *self, const s_mapping_t *mapping,
     size_t mask = self->carried_slot_count - 1;
     for (size_t slot = hash & mask; self->carried_slots[slot]; slot = (slot + 1) & mask) {
         s_carried_t *row = &self->carried[self->carried_slots[slot] - 1];
-        if (row->hash == hash && row->mapping == mapping &&
-            s_key_equal(mapping, row->values, values, full_row)) {
+        if (row->hash == hash && s_key_equal(row, mapping, values, full_row)) {
             row->done = true;
         }
     }
+}
+
+/*  Drops the carried upserts of one stream, when its snapshot is settled.                   */
+static int s_carried_drop(vs_apply_t *self, size_t stream)
+{
+    size_t kept = 0;
+    for (size_t index = 0; index < self->carried_count; index++) {
+        if (self->carried[index].stream == stream) {
+            free(self->carried[index].values);
+        } else {
+            self->carried[kept++] = self->carried[index];
+        }
+    }
+    if (kept == self->carried_count) {
+        return VS_OK;
+    }
+    self->carried_count = kept;
+    return kept ? s_carried_index(self) : VS_OK;
 }
 
 static void s_carried_clear(vs_apply_t *self)
@@ -1540,20 +1566,20 @@ static bool s_waiting(vs_apply_t *self, size_t stream, size_t index, s_mapping_t
 
 /*  The upserts deferred by a UNIQUE collision, at the end of their set. A snapshot satisfies
     the master's UNIQUE indexes, so a row can only collide with a slave row that the snapshot
-    changes later (values moved between rows) or that the master no longer has. A snapshot
-    can take several sets (a publisher's read is cut by size), and only its last is flagged
-    CONSISTENT, so the row that moves out of the way can come in a later set. Each waiting
-    upsert, the set's own and those its stream carried from earlier sets, is tried once
-    more, which settles a value moved to a row written before. Before a CONSISTENT set, the
-    ones that still collide are carried, copied, to the stream's next sets (a later change
-    of the same key supersedes them: s_carried_supersede). At a CONSISTENT set the rest
-    (chains, swaps and cycles of values) are deleted, then written again, each key with its
-    newest values: linear in the rows, and a slave-only column of those rows goes back to
-    its default. A collision left after that is a real difference between master and slave:
-    the set fails, and the batch with it.                                                    */
+    changes later (values moved between rows) or that the master no longer has. Each is
+    tried once more, which settles a value moved to a row written later in the set. A
+    snapshot can take several sets (a publisher's read is cut by size), and only its last is
+    flagged CONSISTENT, so the row that moves out of the way can come in a later set: before
+    that set, the ones that still collide are carried, copied, to the stream's next sets,
+    where a later change of the same row supersedes them (s_carried_supersede). At the
+    CONSISTENT set the carried ones are tried once more too, and the rest (chains, swaps and
+    cycles of values) are deleted, then written again, each row with its newest values. Each
+    row is tried at most three times: linear in the rows. A slave-only column of the rows
+    written again goes back to its default. A collision left after that is a real difference
+    between master and slave: the set fails, and the batch with it.                         */
 static int s_deferred_settle(vs_apply_t *self, size_t stream, bool consistent)
 {
-    size_t total = self->deferred_count + self->carried_count;
+    size_t total = consistent ? self->deferred_count + self->carried_count : self->deferred_count;
     s_mapping_t *mapping;
     const vs_value_t *values;
     bool *done;
@@ -1570,8 +1596,8 @@ static int s_deferred_settle(vs_apply_t *self, size_t stream, bool consistent)
             }
         }
     }
-    if (left > 0 && !consistent) {
-        for (size_t index = 0; index < self->deferred_count; index++) {
+    if (!consistent) {
+        for (size_t index = 0; index < total && left > 0; index++) {
             if (s_waiting(self, stream, index, &mapping, &values, &done)) {
                 int code = s_carry(self, mapping, stream, values);
                 if (code != VS_OK) {
@@ -1579,7 +1605,7 @@ static int s_deferred_settle(vs_apply_t *self, size_t stream, bool consistent)
                 }
             }
         }
-        return s_carried_index(self);
+        return VS_OK;
     }
     for (size_t index = 0; index < total && left > 0; index++) {
         if (s_waiting(self, stream, index, &mapping, &values, &done)) {
@@ -1601,12 +1627,7 @@ static int s_deferred_settle(vs_apply_t *self, size_t stream, bool consistent)
             }
         }
     }
-    for (size_t index = 0; index < self->carried_count; index++) {
-        if (self->carried[index].stream == stream) {
-            self->carried[index].done = true;
-        }
-    }
-    return s_carried_index(self);
+    return s_carried_drop(self, stream);
 }
 
 /*  Queues one upsert of mapping's table; a full queue is written at once.                    */
