@@ -543,11 +543,13 @@ static bool s_word_char(char c)
 
 /*  The expression after the WHERE of a CREATE INDEX statement's text (a partial index), or
     NULL when the text has none or is not understood. Quoted names, strings and comments are
-    skipped; the WHERE is the first one at depth 0 after the column list.                    */
+    skipped; the WHERE is the first one at depth 0 after the column list, and the text after
+    it must end outside any quote or comment (SQLite keeps a comment left open at the end).  */
 static const char *s_index_where(const char *sql)
 {
     int depth = 0;
     bool after_columns = false;
+    const char *where = NULL;
     for (const char *at = sql; *at;) {
         char c = *at;
         if (c == '\'' || c == '"' || c == '`' || c == '[') {
@@ -576,14 +578,32 @@ static const char *s_index_where(const char *sql)
             depth += c == '(' ? 1 : -1;
             after_columns = after_columns || (c == ')' && depth == 0);
             at++;
-        } else if (after_columns && depth == 0 && strncasecmp(at, "WHERE", 5) == 0 &&
+        } else if (!where && after_columns && depth == 0 && strncasecmp(at, "WHERE", 5) == 0 &&
                    (at == sql || !s_word_char(at[-1])) && !s_word_char(at[5])) {
-            return at + 5;
+            where = at + 5;
+            at = where;
         } else {
             at++;
         }
     }
-    return NULL;
+    return where;
+}
+
+/*  True when name may appear in the text of an expression: as a word, bare or quoted, in any
+    case. A name with a quote character in it is taken to appear (its text doubles them).   */
+static bool s_names_column(const char *text, const char *name)
+{
+    size_t length = strlen(name);
+    if (length == 0 || strpbrk(name, "\"'`[]")) {
+        return true;
+    }
+    for (const char *at = text; *at; at++) {
+        if (strncasecmp(at, name, length) == 0 && (at == text || !s_word_char(at[-1])) &&
+            !s_word_char(at[length])) {
+            return true;
+        }
+    }
+    return false;
 }
 
 /*  The guard triggers of a table with UNIQUE indexes besides its primary key, as sqlite_master
@@ -660,6 +680,14 @@ static int s_unique_guards_text(vs_capture_t *self, const s_table_t *table, s_te
                     s_text_add(&updated, "%s", updated_count++ ? ", " : "");
                     s_text_identifier(&updated, name);
                 }
+            }
+        }
+        /* An UPDATE of a column of its WHERE can bring a row into a partial index too. */
+        for (size_t index = 0; usable && partial && index < table->column_count; index++) {
+            if (!named[index] && s_names_column(partial, table->columns[index])) {
+                named[index] = true;
+                s_text_add(&updated, "%s", updated_count++ ? ", " : "");
+                s_text_identifier(&updated, table->columns[index]);
             }
         }
         if (column_step != SQLITE_ROW && column_step != SQLITE_DONE) {
