@@ -23,17 +23,26 @@
         vs_writer_flush, then the application's own COMMIT). A COMMIT with unlogged changes,
         including an autocommit statement, is refused by SQLite's commit hook: SQLite rolls it
         back and the statement fails with SQLITE_CONSTRAINT_COMMITHOOK. Nothing is lost
-        unnoticed.
+        unnoticed. A ROLLBACK TO a savepoint taken before a flush takes that flush's log rows
+        back: the transaction then needs another flush (or vs_writer_commit), which logs its
+        changes again, and a plain COMMIT is refused until it has one.
       - The connection runs no triggers at all (SQLITE_DBCONFIG_ENABLE_TRIGGER), so attaching
         is refused while the database has any trigger other than versync's, and a flush fails
         if one appears later, or if the transaction wrote to an ATTACHed database that has
         triggers (another versync master, say).
       - Tables the publisher attaches later are picked up at the next transaction. A
-        transaction that started before such a change and changed rows is refused at flush
-        (VS_ESCHEMA): roll it back and run it again.
-      - Keys are kept in memory until the flush: about 16 bytes a changed row for an integer
-        key.
-      - The writer takes the connection's preupdate, commit and rollback hooks.
+        transaction that started before such a change and changed rows, or that changed the
+        schema itself (DDL), is refused at flush (VS_ESCHEMA), and stays refused until it is
+        rolled back: run it again, with schema changes in transactions of their own.
+      - Only tables of the main database are captured; a TEMP table of the same name is not
+        mistaken for one. A table with a generated column whose primary key is not its rowid
+        cannot be captured by a writer (the preupdate hook's column numbers do not match the
+        table's): attaching is refused, and such a database is written through the triggers.
+      - Keys are kept in memory until the transaction ends: about 16 bytes a changed row for
+        an integer key.
+      - The writer takes the connection's preupdate, commit and rollback hooks and its trace
+        callback (sqlite3_trace_v2, SQLITE_TRACE_STMT: it watches for ROLLBACK TO). Attaching
+        turns the connection's triggers off, which makes SQLite prepare its statements again.
     The writer borrows db, does not close it, and belongs to the thread that uses db.
 */
 #ifndef VS_WRITER_H_INCLUDED

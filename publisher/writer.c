@@ -3,12 +3,14 @@
 #define SQLITE_ENABLE_PREUPDATE_HOOK 1 /* sqlite3.h declares the hook only with this       */
 #include "vs_writer.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Rows one INSERT into the log carries: starting and ending a statement costs about as much
    as a row (the same reason the slaves apply 32 rows a statement). */
@@ -22,6 +24,7 @@ typedef struct {
     int64_t id; /* _versync_tables.id: the triggers' and the log's table number */
     size_t pk_count;
     int pk[VS_MAX_PK_COLUMNS]; /* column index of each key column, in key order    */
+    bool real_key[VS_MAX_PK_COLUMNS]; /* the key column has REAL affinity            */
     bool rowid_key;            /* its one key column is the rowid (INTEGER PRIMARY KEY) */
 } s_table_t;
 
@@ -36,17 +39,26 @@ struct vs_writer {
     bool last_valid;
     size_t last_index;
     bool last_known;
-    /* Pending changes since the last flush, in order: table index (uint32), then each key
-       value as a kind byte and its bytes. */
+    /* The changes of the open transaction, in order: table index (uint32), then each key
+       value as a kind byte and its bytes. The first logged_count (logged_size bytes) are in
+       the log already; they are kept until the transaction ends, for a ROLLBACK TO that
+       takes their log rows back (see s_log_check). */
     uint8_t *pending;
     size_t pending_size;
     size_t pending_capacity;
     size_t pending_count;
+    size_t logged_size;
+    size_t logged_count;
+    int64_t txn_first_version; /* the first log row this transaction wrote; 0: none yet   */
+    size_t txn_logged;         /* the log rows it wrote                                    */
     size_t changes_seen;   /* any table's, since the last flush or rollback                */
     bool note_failed;      /* a change could not be noted: the transaction must not commit */
+    bool schema_changed;   /* the schema changed under the transaction: it must not commit */
     bool attached_changed; /* a change to an attached database: its triggers are off too   */
     bool flushing;         /* our own log inserts: not changes to note                     */
     sqlite3_stmt *schema_version_stmt;
+    sqlite3_stmt *count_logged_stmt; /* this transaction's log rows                    */
+    sqlite3_stmt *unlog_stmt;        /* deletes them                                    */
     sqlite3_stmt *insert[VS_MAX_PK_COLUMNS + 1][2]; /* by key count: one row, 32 rows        */
     char error[512];
 };
@@ -79,12 +91,18 @@ static void s_tables_free(vs_writer_t *self)
     self->last_valid = false;
 }
 
+/*  Forgets the transaction: it ended.                                                       */
 static void s_pending_clear(vs_writer_t *self)
 {
     self->pending_size = 0;
     self->pending_count = 0;
+    self->logged_size = 0;
+    self->logged_count = 0;
+    self->txn_first_version = 0;
+    self->txn_logged = 0;
     self->changes_seen = 0;
     self->note_failed = false;
+    self->schema_changed = false;
     self->attached_changed = false;
 }
 
@@ -100,6 +118,25 @@ static int s_schema_version(vs_writer_t *self, int64_t *version)
     return rc == SQLITE_ROW ? VS_OK : s_sqlite_error(self, "cannot read the schema version");
 }
 
+/*  True when a column declared with type has REAL affinity (SQLite's rules, in their order).  */
+static bool s_real_affinity(const char *type)
+{
+    if (!type) {
+        return false;
+    }
+    char upper[128];
+    size_t length = 0;
+    for (; type[length] && length + 1 < sizeof upper; length++) {
+        upper[length] = (char) toupper((unsigned char) type[length]);
+    }
+    upper[length] = 0;
+    if (strstr(upper, "INT") || strstr(upper, "CHAR") || strstr(upper, "CLOB") ||
+        strstr(upper, "TEXT") || strstr(upper, "BLOB")) {
+        return false;
+    }
+    return strstr(upper, "REAL") || strstr(upper, "FLOA") || strstr(upper, "DOUB");
+}
+
 /*  Fills table's key columns from its table_info; rowid_key when its key is the rowid (a rowid
     table whose primary key made no index of its own).                                       */
 static int s_table_describe(vs_writer_t *self, s_table_t *table)
@@ -107,7 +144,7 @@ static int s_table_describe(vs_writer_t *self, s_table_t *table)
     int result = VS_ESTORE;
     sqlite3_stmt *stmt = NULL;
     if (sqlite3_prepare_v2(self->db,
-                           "SELECT cid, pk FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk", -1,
+                           "SELECT cid, pk, type FROM pragma_table_info(?1, 'main') WHERE pk > 0 ORDER BY pk", -1,
                            &stmt, NULL) != SQLITE_OK) {
         result = s_sqlite_error(self, "cannot read table info");
         goto cleanup;
@@ -121,6 +158,9 @@ static int s_table_describe(vs_writer_t *self, s_table_t *table)
             result = VS_EINVAL;
             goto cleanup;
         }
+        /* SQLite stores a whole REAL as an integer, and the preupdate hook hands an INSERT's
+           value over as stored: the triggers' NEW.k gives a real. */
+        table->real_key[table->pk_count] = s_real_affinity((const char *) sqlite3_column_text(stmt, 2));
         table->pk[table->pk_count++] = sqlite3_column_int(stmt, 0);
     }
     if (rc != SQLITE_DONE) {
@@ -137,8 +177,9 @@ static int s_table_describe(vs_writer_t *self, s_table_t *table)
     if (sqlite3_prepare_v2(
             self->db,
             "SELECT (SELECT wr FROM pragma_table_list(?1) WHERE schema = 'main') = 0 "
-            "AND NOT EXISTS (SELECT 1 FROM pragma_index_list(?1) "
-            "WHERE origin = 'pk')",
+            "AND NOT EXISTS (SELECT 1 FROM pragma_index_list(?1, 'main') "
+            "WHERE origin = 'pk'), EXISTS (SELECT 1 FROM pragma_table_xinfo(?1, 'main') "
+            "WHERE hidden IN (2, 3))",
             -1, &stmt, NULL) != SQLITE_OK ||
         sqlite3_bind_text(stmt, 1, table->name, -1, SQLITE_STATIC) != SQLITE_OK ||
         sqlite3_step(stmt) != SQLITE_ROW) {
@@ -146,6 +187,18 @@ static int s_table_describe(vs_writer_t *self, s_table_t *table)
         goto cleanup;
     }
     table->rowid_key = table->pk_count == 1 && sqlite3_column_int(stmt, 0) == 1;
+    /* The preupdate hook numbers a row's columns as SQLite stores them, which leaves out
+       virtual generated columns, and table_info numbers them without any generated one
+       (SQLite 3.40): with a generated column, a key read by column number can be another
+       column's value. A key that is the rowid is read as the rowid.                        */
+    if (!table->rowid_key && sqlite3_column_int(stmt, 1)) {
+        s_set_error(self,
+                    "table '%s' has a generated column and a primary key that is not its "
+                    "rowid: a writer cannot read its keys (its changes need the triggers)",
+                    table->name);
+        result = VS_EINVAL;
+        goto cleanup;
+    }
     result = VS_OK;
 cleanup:
     sqlite3_finalize(stmt);
@@ -295,6 +348,9 @@ static void s_note_values(vs_writer_t *self, uint32_t index, bool new_row)
                        : type == SQLITE_TEXT  ? S_TEXT
                        : type == SQLITE_BLOB  ? S_BLOB
                                               : S_NULL;
+        if (kind == S_INTEGER && table->real_key[key]) {
+            kind = S_REAL;
+        }
         if (kind == S_INTEGER || kind == S_REAL) {
             if (!s_pending_reserve(self, 9)) {
                 goto failed;
@@ -435,7 +491,61 @@ static void s_preupdate(void *arg, sqlite3 *db, int op, const char *schema, cons
 static int s_commit_hook(void *arg)
 {
     vs_writer_t *self = arg;
-    return self->changes_seen > 0 || self->note_failed;
+    if (self->changes_seen > 0 || self->note_failed || self->schema_changed) {
+        return 1;
+    }
+    s_pending_clear(self);
+    return 0;
+}
+
+/*  True for the text of a ROLLBACK TO (a ROLLBACK [TRANSACTION] TO [SAVEPOINT] name).       */
+static bool s_is_rollback_to(const char *sql)
+{
+    if (!sql) {
+        return false;
+    }
+    for (;;) {
+        while (isspace((unsigned char) *sql)) {
+            sql++;
+        }
+        if (sql[0] == '-' && sql[1] == '-') {
+            sql = strchr(sql, '\n');
+            if (!sql) {
+                return false;
+            }
+        } else if (sql[0] == '/' && sql[1] == '*') {
+            sql = strstr(sql + 2, "*/");
+            if (!sql) {
+                return false;
+            }
+            sql += 2;
+        } else {
+            break;
+        }
+    }
+    if (strncasecmp(sql, "ROLLBACK", 8) != 0 || isalnum((unsigned char) sql[8])) {
+        return false;
+    }
+    for (const char *at = sql + 8; *at && *at != ';'; at++) {
+        if (strncasecmp(at, "TO", 2) == 0 && !isalnum((unsigned char) at[-1]) &&
+            at[-1] != '_' && !isalnum((unsigned char) at[2]) && at[2] != '_') {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*  Each statement as it starts: a ROLLBACK TO may take back log rows of an earlier flush,
+    and no hook tells, so the transaction needs a flush again (s_log_check) to commit.        */
+static int s_trace(unsigned type, void *arg, void *stmt, void *sql)
+{
+    (void) sql;
+    vs_writer_t *self = arg;
+    if (type == SQLITE_TRACE_STMT && self->txn_logged > 0 &&
+        s_is_rollback_to(sqlite3_sql((sqlite3_stmt *) stmt))) {
+        self->changes_seen++;
+    }
+    return 0;
 }
 
 static void s_rollback_hook(void *arg)
@@ -472,9 +582,21 @@ int vs_writer_attach(vs_writer_t **self_p, sqlite3 *db, char *error, size_t erro
     if (result != VS_OK) {
         goto cleanup;
     }
+    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM main._versync_log WHERE version >= ?1", -1,
+                           &self->count_logged_stmt, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "DELETE FROM main._versync_log WHERE version >= ?1", -1,
+                           &self->unlog_stmt, NULL) != SQLITE_OK) {
+        result = s_sqlite_error(self, "cannot prepare");
+        goto cleanup;
+    }
     int previous = -1;
     int now = -1;
+    /* Turning triggers off expires the connection's prepared statements, so each is prepared
+       again knowing of the preupdate hook (a DELETE without WHERE prepared before it would
+       take SQLite's truncate shortcut, which calls no hook). Already off: on, then off. */
     if (sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_TRIGGER, -1, &previous) != SQLITE_OK ||
+        (previous == 0 &&
+         sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 1, &now) != SQLITE_OK) ||
         sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, &now) != SQLITE_OK || now != 0) {
         result = s_sqlite_error(self, "cannot turn the connection's triggers off");
         goto cleanup;
@@ -483,6 +605,7 @@ int vs_writer_attach(vs_writer_t **self_p, sqlite3 *db, char *error, size_t erro
     sqlite3_preupdate_hook(db, s_preupdate, self);
     sqlite3_commit_hook(db, s_commit_hook, self);
     sqlite3_rollback_hook(db, s_rollback_hook, self);
+    sqlite3_trace_v2(db, SQLITE_TRACE_STMT, s_trace, self);
     *self_p = self;
     return VS_OK;
 cleanup:
@@ -499,15 +622,19 @@ void vs_writer_detach(vs_writer_t **self_p)
     }
     if (self->trigger_setting >= 0) {
         /* Without the hooks an open transaction could commit its unlogged changes. */
-        if (!sqlite3_get_autocommit(self->db) && (self->changes_seen > 0 || self->note_failed)) {
+        if (!sqlite3_get_autocommit(self->db) &&
+            (self->changes_seen > 0 || self->note_failed || self->schema_changed)) {
             sqlite3_exec(self->db, "ROLLBACK", NULL, NULL, NULL);
         }
         sqlite3_preupdate_hook(self->db, NULL, NULL);
         sqlite3_commit_hook(self->db, NULL, NULL);
         sqlite3_rollback_hook(self->db, NULL, NULL);
+        sqlite3_trace_v2(self->db, 0, NULL, NULL);
         sqlite3_db_config(self->db, SQLITE_DBCONFIG_ENABLE_TRIGGER, self->trigger_setting, NULL);
     }
     sqlite3_finalize(self->schema_version_stmt);
+    sqlite3_finalize(self->count_logged_stmt);
+    sqlite3_finalize(self->unlog_stmt);
     for (size_t count = 0; count <= VS_MAX_PK_COLUMNS; count++) {
         sqlite3_finalize(self->insert[count][0]);
         sqlite3_finalize(self->insert[count][1]);
@@ -685,6 +812,40 @@ static size_t s_pending_skip(const vs_writer_t *self, size_t offset)
     return offset;
 }
 
+/*  Checks that the log rows this transaction's flushes wrote are still there. A ROLLBACK TO
+    a savepoint taken before a flush takes them back, and no hook tells: then the rest of
+    them go too, and every change of the transaction is logged again (a change that the
+    ROLLBACK TO also undid is logged for nothing: its row travels as it is).                */
+static int s_log_check(vs_writer_t *self)
+{
+    if (self->txn_logged == 0) {
+        return VS_OK;
+    }
+    sqlite3_bind_int64(self->count_logged_stmt, 1, self->txn_first_version);
+    int rc = sqlite3_step(self->count_logged_stmt);
+    int64_t count = sqlite3_column_int64(self->count_logged_stmt, 0);
+    sqlite3_reset(self->count_logged_stmt);
+    if (rc != SQLITE_ROW) {
+        return s_sqlite_error(self, "cannot count the logged keys");
+    }
+    if ((uint64_t) count == self->txn_logged) {
+        return VS_OK;
+    }
+    sqlite3_bind_int64(self->unlog_stmt, 1, self->txn_first_version);
+    self->flushing = true;
+    rc = sqlite3_step(self->unlog_stmt);
+    self->flushing = false;
+    sqlite3_reset(self->unlog_stmt);
+    if (rc != SQLITE_DONE) {
+        return s_sqlite_error(self, "cannot log the changed keys again");
+    }
+    self->logged_size = 0;
+    self->logged_count = 0;
+    self->txn_first_version = 0;
+    self->txn_logged = 0;
+    return VS_OK;
+}
+
 int vs_writer_flush(vs_writer_t *self)
 {
     if (self->note_failed) {
@@ -692,7 +853,10 @@ int vs_writer_flush(vs_writer_t *self)
                           "back");
         return VS_ENOMEM;
     }
-    if (self->changes_seen == 0) {
+    if (self->schema_changed) {
+        return VS_ESCHEMA; /* its message stays */
+    }
+    if (self->changes_seen == 0 && self->txn_logged == 0) {
         return VS_OK;
     }
     if (self->attached_changed) {
@@ -706,21 +870,24 @@ int vs_writer_flush(vs_writer_t *self)
         return VS_ESTORE;
     }
     if (version != self->schema_version) {
-        /* The hook matched this transaction's changes against tables that may not be its own:
-           a table attached since then had its changes ignored. */
+        /* The hook matched this transaction's changes against tables that may not be its own
+           (a table attached since then had its changes ignored), and its noted changes name
+           them by index: the transaction must not commit. The tables are read again for the
+           next one. */
+        self->schema_changed = true;
         int rc = s_tables_load(self);
-        if (rc != VS_OK) {
-            return rc;
-        }
-        s_set_error(self, "the schema changed under this transaction: roll it back and run it "
-                          "again");
-        return VS_ESCHEMA;
+        s_set_error(self,
+                    "the schema changed under this transaction (a publisher attached a table, "
+                    "or the transaction changed the schema itself): roll it back and run it "
+                    "again, with schema changes outside transactions written through the "
+                    "writer");
+        return rc != VS_OK ? rc : VS_ESCHEMA;
     }
-    int result = VS_OK;
+    int result = s_log_check(self);
     self->flushing = true;
-    size_t offset = 0;
-    size_t done = 0;
-    while (done < self->pending_count) {
+    size_t offset = self->logged_size;
+    size_t done = self->logged_count;
+    while (result == VS_OK && done < self->pending_count) {
         /* 32 consecutive changes of tables with the same key count go in one INSERT; the
            others one by one. */
         size_t key_count = self->tables[s_pending_table(self, offset)].pk_count;
@@ -747,11 +914,19 @@ int vs_writer_flush(vs_writer_t *self)
             result = s_sqlite_error(self, "cannot log the changed keys");
             break;
         }
+        if (self->txn_logged == 0) {
+            /* the rows of one INSERT take consecutive versions */
+            self->txn_first_version = sqlite3_last_insert_rowid(self->db) - (int64_t) rows + 1;
+        }
+        self->txn_logged += rows;
         done += rows;
+        self->logged_size = offset;
+        self->logged_count = done;
     }
     self->flushing = false;
     if (result == VS_OK) {
-        s_pending_clear(self);
+        self->changes_seen = 0;
+        self->attached_changed = false;
     }
     return result;
 }

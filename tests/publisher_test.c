@@ -2194,7 +2194,11 @@ static void test_writer_refuses(void)
     VS_CHECK(s_exec(db, "BEGIN; INSERT INTO u VALUES ('x', 1);"));
     VS_CHECK(vs_writer_commit(writer) == VS_ESCHEMA);
     VS_CHECK(strstr(vs_writer_error(writer), "schema changed") != NULL);
-    VS_CHECK(s_exec(db, "ROLLBACK"));
+    /* ... and stays refused, by a second try and by a plain COMMIT, which rolls it back. */
+    VS_CHECK(vs_writer_commit(writer) == VS_ESCHEMA);
+    VS_CHECK(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_CONSTRAINT);
+    VS_CHECK(sqlite3_get_autocommit(db));
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM u") == 0);
     VS_CHECK(vs_writer_begin(writer) == VS_OK);
     VS_CHECK(s_exec(db, "INSERT INTO u VALUES ('x', 1)"));
     VS_CHECK(vs_writer_commit(writer) == VS_OK);
@@ -2227,6 +2231,104 @@ static void test_writer_refuses(void)
     vs_capture_destroy(&capture);
 }
 
+/*  The writer against what the application may do on its connection besides writing: take
+    a flush back with a ROLLBACK TO, change the schema inside a transaction, shadow a table
+    with a TEMP one, run a DELETE prepared before attaching; keys of REAL affinity; tables
+    with generated columns.                                                                 */
+static void test_writer_edges(void)
+{
+    const char *path = s_make_db("writer_edges",
+                                 "CREATE TABLE r (id INTEGER PRIMARY KEY, v);"
+                                 "CREATE TABLE k (a, b TEXT PRIMARY KEY);"
+                                 "CREATE TABLE f (k REAL PRIMARY KEY, v);"
+                                 "INSERT INTO k VALUES ('v', 'key1'), ('w', 'key2');");
+    vs_capture_t *capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    sqlite3 *db = s_connect(path);
+    /* Triggers already off, and a DELETE without WHERE prepared before attaching. */
+    VS_CHECK(sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, NULL) == SQLITE_OK);
+    sqlite3_stmt *truncate = NULL;
+    VS_REQUIRE(sqlite3_prepare_v2(db, "DELETE FROM main.k", -1, &truncate, NULL) == SQLITE_OK);
+    VS_CHECK(s_exec(db, "CREATE TEMP TABLE k (b TEXT PRIMARY KEY, a)"));
+    vs_writer_t *writer = NULL;
+    char error[512];
+    VS_REQUIRE(vs_writer_attach(&writer, db, error, sizeof error) == VS_OK);
+    char text[1024];
+
+    /* The prepared DELETE: every row it deletes is logged. */
+    VS_CHECK(vs_writer_begin(writer) == VS_OK);
+    VS_CHECK(sqlite3_step(truncate) == SQLITE_DONE);
+    sqlite3_finalize(truncate);
+    VS_CHECK(vs_writer_commit(writer) == VS_OK);
+    s_query_text(db, "SELECT group_concat(k0) FROM (SELECT k0 FROM _versync_log WHERE version > "
+                     "(SELECT max(version) - 2 FROM _versync_log) ORDER BY version)", text,
+                 sizeof text);
+    VS_CHECK(strcmp(text, "key1,key2") == 0);
+    if (strcmp(text, "key1,key2") != 0) {
+        s_query_text(db, "SELECT * FROM _versync_log", text, sizeof text);
+        fprintf(stderr, "  log: %s\n", text);
+    }
+
+    /* A flush inside a savepoint, taken back by ROLLBACK TO: a plain COMMIT is refused
+       (and rolls back), a vs_writer_commit logs the key again. */
+    for (int round = 0; round < 2; round++) {
+        VS_CHECK(vs_writer_begin(writer) == VS_OK);
+        VS_CHECK(s_exec(db, "INSERT INTO r VALUES (1, 'kept'); SAVEPOINT s;"));
+        VS_CHECK(vs_writer_flush(writer) == VS_OK);
+        VS_CHECK(s_exec(db, "ROLLBACK TO s; RELEASE s;"));
+        if (round == 0) {
+            VS_CHECK(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_CONSTRAINT);
+            VS_CHECK(sqlite3_get_autocommit(db));
+            VS_CHECK(s_query_int(db, "SELECT count(*) FROM r") == 0);
+        } else {
+            VS_CHECK(vs_writer_commit(writer) == VS_OK);
+        }
+    }
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM _versync_log l JOIN _versync_tables t ON "
+                             "t.id = l.tbl AND t.name = 'r' WHERE k0 = 1") == 1);
+
+    /* The main table, not the TEMP one of the same name; a REAL key logged as a real, as
+       the triggers log it. */
+    VS_CHECK(vs_writer_begin(writer) == VS_OK);
+    VS_CHECK(s_exec(db, "INSERT INTO main.k VALUES ('a-value', 'the-key');"
+                        "INSERT INTO f VALUES (1, 'x'), ('2', 'y');"));
+    VS_CHECK(vs_writer_commit(writer) == VS_OK);
+    s_query_text(db, "SELECT group_concat(quote(k0) || ':' || typeof(k0)) FROM (SELECT k0 FROM "
+                     "_versync_log l JOIN _versync_tables t ON t.id = l.tbl AND t.name IN "
+                     "('k', 'f') WHERE k0 NOT IN ('key1', 'key2') ORDER BY version)", text, sizeof text);
+    VS_CHECK(strcmp(text, "'the-key':text,1.0:real,2.0:real") == 0);
+    if (strcmp(text, "'the-key':text,1.0:real,2.0:real") != 0) {
+        fprintf(stderr, "  got: %s\n", text);
+    }
+
+    /* A schema change inside the transaction: refused, and it stays refused. */
+    VS_CHECK(vs_writer_begin(writer) == VS_OK);
+    VS_CHECK(s_exec(db, "CREATE INDEX r_v ON r (v); INSERT INTO r VALUES (2, 'x');"));
+    VS_CHECK(vs_writer_commit(writer) == VS_ESCHEMA);
+    VS_CHECK(vs_writer_commit(writer) == VS_ESCHEMA);
+    VS_CHECK(s_exec(db, "ROLLBACK"));
+    VS_CHECK(vs_writer_begin(writer) == VS_OK);
+    VS_CHECK(s_exec(db, "INSERT INTO r VALUES (2, 'x')"));
+    VS_CHECK(vs_writer_commit(writer) == VS_OK);
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM _versync_log l JOIN _versync_tables t ON "
+                             "t.id = l.tbl AND t.name = 'r' WHERE k0 = 2") == 1);
+    vs_writer_detach(&writer);
+    sqlite3_close(db);
+    vs_capture_destroy(&capture);
+
+    /* A generated column where the key is not the rowid: the hook could read the wrong
+       column, so attaching is refused. */
+    path = s_make_db("writer_generated", "CREATE TABLE g (a INT, b INT GENERATED ALWAYS AS "
+                                         "(a * 10) STORED, c TEXT PRIMARY KEY);");
+    capture = s_open(path, 0);
+    VS_REQUIRE(capture != NULL);
+    db = s_connect(path);
+    VS_CHECK(vs_writer_attach(&writer, db, error, sizeof error) == VS_EINVAL);
+    VS_CHECK(strstr(error, "generated column") != NULL);
+    sqlite3_close(db);
+    vs_capture_destroy(&capture);
+}
+
 int main(void)
 {
     zsys_init();
@@ -2251,6 +2353,7 @@ int main(void)
     vs_test_run("replace_unique", test_replace_unique);
     vs_test_run("writer_logs_as_triggers", test_writer_logs_as_triggers);
     vs_test_run("writer_refuses", test_writer_refuses);
+    vs_test_run("writer_edges", test_writer_edges);
     vs_test_run("changed", test_changed);
     vs_test_run("throughput", test_throughput);
     vs_test_run("actor_publishes", test_actor_publishes);
