@@ -498,38 +498,61 @@ static int s_commit_hook(void *arg)
     return 0;
 }
 
-/*  True for the text of a ROLLBACK TO (a ROLLBACK [TRANSACTION] TO [SAVEPOINT] name).       */
-static bool s_is_rollback_to(const char *sql)
+/*  Past white space, comments and semicolons; NULL inside a comment left open.           */
+static const char *s_sql_skip(const char *sql)
 {
-    if (!sql) {
-        return false;
-    }
     for (;;) {
-        while (isspace((unsigned char) *sql)) {
+        if (isspace((unsigned char) *sql) || *sql == ';') {
             sql++;
-        }
-        if (sql[0] == '-' && sql[1] == '-') {
+        } else if (sql[0] == '-' && sql[1] == '-') {
             sql = strchr(sql, '\n');
             if (!sql) {
-                return false;
+                return NULL;
             }
         } else if (sql[0] == '/' && sql[1] == '*') {
             sql = strstr(sql + 2, "*/");
             if (!sql) {
-                return false;
+                return NULL;
             }
             sql += 2;
         } else {
-            break;
+            return sql;
         }
     }
-    if (strncasecmp(sql, "ROLLBACK", 8) != 0 || isalnum((unsigned char) sql[8])) {
+}
+
+static bool s_sql_word_char(char c)
+{
+    return isalnum((unsigned char) c) || c == '_' || c == '$' || (unsigned char) c >= 0x80;
+}
+
+/*  True for the text of a ROLLBACK TO (ROLLBACK [TRANSACTION] TO [SAVEPOINT] name): its
+    first word ROLLBACK, and a word TO after it outside quotes and comments.               */
+static bool s_is_rollback_to(const char *sql)
+{
+    sql = sql ? s_sql_skip(sql) : NULL;
+    if (!sql || strncasecmp(sql, "ROLLBACK", 8) != 0 || s_sql_word_char(sql[8])) {
         return false;
     }
-    for (const char *at = sql + 8; *at && *at != ';'; at++) {
-        if (strncasecmp(at, "TO", 2) == 0 && !isalnum((unsigned char) at[-1]) &&
-            at[-1] != '_' && !isalnum((unsigned char) at[2]) && at[2] != '_') {
-            return true;
+    for (const char *at = sql + 8; at && *at;) {
+        at = s_sql_skip(at);
+        if (!at || !*at) {
+            break;
+        }
+        if (*at == '\'' || *at == '"' || *at == '`' || *at == '[') {
+            char close = *at == '[' ? ']' : *at;
+            at = strchr(at + 1, close);
+            at = at ? at + 1 : NULL;
+        } else if (s_sql_word_char(*at)) {
+            const char *word = at;
+            while (s_sql_word_char(*at)) {
+                at++;
+            }
+            if (at - word == 2 && strncasecmp(word, "TO", 2) == 0) {
+                return true;
+            }
+        } else {
+            at++;
         }
     }
     return false;
@@ -621,9 +644,11 @@ void vs_writer_detach(vs_writer_t **self_p)
         return;
     }
     if (self->trigger_setting >= 0) {
-        /* Without the hooks an open transaction could commit its unlogged changes. */
+        /* Without the hooks an open transaction could commit its unlogged changes, or a
+           ROLLBACK TO could take its log rows back unseen. */
         if (!sqlite3_get_autocommit(self->db) &&
-            (self->changes_seen > 0 || self->note_failed || self->schema_changed)) {
+            (self->changes_seen > 0 || self->note_failed || self->schema_changed ||
+             self->txn_logged > 0)) {
             sqlite3_exec(self->db, "ROLLBACK", NULL, NULL, NULL);
         }
         sqlite3_preupdate_hook(self->db, NULL, NULL);

@@ -1469,7 +1469,12 @@ static int s_carried_drop(vs_apply_t *self, size_t stream)
         return VS_OK;
     }
     self->carried_count = kept;
-    return kept ? s_carried_index(self) : VS_OK;
+    if (kept == 0 && self->carried_slots) {
+        /* no slot may keep pointing at a freed row */
+        memset(self->carried_slots, 0, self->carried_slot_count * sizeof *self->carried_slots);
+        return VS_OK;
+    }
+    return s_carried_index(self);
 }
 
 static void s_carried_clear(vs_apply_t *self)
@@ -1478,6 +1483,9 @@ static void s_carried_clear(vs_apply_t *self)
         free(self->carried[index].values);
     }
     self->carried_count = 0;
+    if (self->carried_slots) {
+        memset(self->carried_slots, 0, self->carried_slot_count * sizeof *self->carried_slots);
+    }
 }
 
 /*  s_upsert_row's answer for a row that collided in a UNIQUE index, when allowed to.        */

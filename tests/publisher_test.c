@@ -2286,6 +2286,28 @@ static void test_writer_edges(void)
     }
     VS_CHECK(s_query_int(db, "SELECT count(*) FROM _versync_log l JOIN _versync_tables t ON "
                              "t.id = l.tbl AND t.name = 'r' WHERE k0 = 1") == 1);
+    /* ROLLBACK TO spelled with comments, or prepared with a leading semicolon. */
+    const char *spellings[] = {"ROLLBACK /* ; */ TO s", "rollback -- undo;\n TRANSACTION to s",
+                               ";ROLLBACK TO SAVEPOINT s"};
+    for (size_t spelling = 0; spelling < 3; spelling++) {
+        VS_CHECK(vs_writer_begin(writer) == VS_OK);
+        VS_CHECK(s_exec(db, "INSERT INTO r VALUES (50, 'spelled'); SAVEPOINT s;"));
+        VS_CHECK(vs_writer_flush(writer) == VS_OK);
+        sqlite3_stmt *undo = NULL;
+        VS_CHECK(sqlite3_prepare_v2(db, spellings[spelling], -1, &undo, NULL) == SQLITE_OK);
+        VS_CHECK(sqlite3_step(undo) == SQLITE_DONE);
+        sqlite3_finalize(undo);
+        VS_CHECK(sqlite3_exec(db, "RELEASE s; COMMIT", NULL, NULL, NULL) == SQLITE_CONSTRAINT);
+        VS_CHECK(sqlite3_get_autocommit(db));
+    }
+    /* Detached after a flush, inside the transaction: rolled back, hooks gone or not. */
+    VS_CHECK(vs_writer_begin(writer) == VS_OK);
+    VS_CHECK(s_exec(db, "INSERT INTO r VALUES (50, 'detached'); SAVEPOINT s;"));
+    VS_CHECK(vs_writer_flush(writer) == VS_OK);
+    vs_writer_detach(&writer);
+    VS_CHECK(sqlite3_get_autocommit(db));
+    VS_CHECK(s_query_int(db, "SELECT count(*) FROM r WHERE id = 50") == 0);
+    VS_REQUIRE(vs_writer_attach(&writer, db, error, sizeof error) == VS_OK);
 
     /* The main table, not the TEMP one of the same name; a REAL key logged as a real, as
        the triggers log it. */

@@ -674,6 +674,22 @@ static void test_apply_unique_moves_across_sets(void)
     VS_CHECK(s_query_int(path, "SELECT count(*) FROM acc WHERE id = 80 AND login = 'user41'") == 1);
     VS_CHECK(s_stored_seq(path, "s") == (int64_t) seq);
 
+    /* Two snapshots one after the other: the second finds nothing of the first's carried
+       rows in the index, also when it changes one of their rows again. */
+    VS_CHECK(s_apply_logins_flagged(store, ++seq, hash, 4, (int[]){16, 18, 20, 22},
+                                    (const char *[]){"user17", "user19", "user21", "user23"},
+                                    more) == VS_OK);
+    VS_CHECK(s_apply_logins_flagged(store, ++seq, hash, 4, (int[]){17, 19, 21, 23},
+                                    (const char *[]){"f17", "f19", "f21", "f23"}, last) == VS_OK);
+    VS_CHECK(s_apply_logins_flagged(store, ++seq, hash, 1, (int[]){24},
+                                    (const char *[]){"user25"}, more) == VS_OK);
+    VS_CHECK(s_apply_logins_flagged(store, ++seq, hash, 2, (int[]){16, 25},
+                                    (const char *[]){"again16", "f25"}, last) == VS_OK);
+    s_query_text(path, "SELECT group_concat(id || '=' || login, ' ') FROM acc "
+                       "WHERE id BETWEEN 16 AND 25", text, sizeof text);
+    VS_CHECK(strcmp(text, "16=again16 17=f17 18=user19 19=f19 20=user21 21=f21 22=user23 "
+                          "23=f23 24=user25 25=f25") == 0);
+
     /* Row 9 takes row 10's login and no later set of the read moves row 10: the CONSISTENT
        set fails, and the batch with both sets is rolled back. */
     uint64_t committed = seq;
