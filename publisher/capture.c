@@ -622,6 +622,7 @@ static int s_unique_guards_text(vs_capture_t *self, const s_table_t *table, s_te
     sqlite3_stmt *indexes = NULL;
     sqlite3_stmt *columns = NULL;
     sqlite3_stmt *index_sql = NULL;
+    sqlite3_stmt *generated = NULL;
     s_text_t body = {0};
     s_text_t updated = {0}; /* the columns an UPDATE OF names, once each */
     size_t updated_count = 0;
@@ -637,10 +638,21 @@ static int s_unique_guards_text(vs_capture_t *self, const s_table_t *table, s_te
         s_prepare(self, "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1",
                   &index_sql, "cannot read the table's indexes") != VS_OK ||
         s_prepare(self,
+                  "SELECT count(*) FROM pragma_table_xinfo(?1) WHERE hidden IN (2, 3)",
+                  &generated, "cannot read the table's columns") != VS_OK ||
+        s_prepare(self,
                   "SELECT cid, name, coll FROM pragma_index_xinfo(?1) WHERE key = 1 ORDER BY seqno",
                   &columns, "cannot read the table's indexes") != VS_OK) {
         goto cleanup;
     }
+    /* A generated column's value comes from other columns, which an UPDATE OF list would
+       have to name; the table's columns (table_info) leave generated ones out. */
+    sqlite3_bind_text(generated, 1, table->name, -1, SQLITE_STATIC);
+    if (sqlite3_step(generated) != SQLITE_ROW) {
+        s_sqlite_error(self, "cannot read the table's columns");
+        goto cleanup;
+    }
+    bool has_generated = sqlite3_column_int(generated, 0) > 0;
     sqlite3_bind_text(indexes, 1, table->name, -1, SQLITE_STATIC);
     int step;
     while ((step = sqlite3_step(indexes)) == SQLITE_ROW) {
@@ -668,6 +680,14 @@ static int s_unique_guards_text(vs_capture_t *self, const s_table_t *table, s_te
                 usable = false; /* an expression, or the rowid */
                 break;
             }
+            bool stored = false;
+            for (size_t index = 0; index < table->column_count && !stored; index++) {
+                stored = strcasecmp(table->columns[index], name) == 0;
+            }
+            if (!stored) {
+                usable = false; /* a generated column: an expression too */
+                break;
+            }
             s_text_add(&where, "%s", count++ ? " AND " : "");
             s_text_identifier(&where, name);
             s_text_add(&where, " = NEW.");
@@ -684,7 +704,7 @@ static int s_unique_guards_text(vs_capture_t *self, const s_table_t *table, s_te
         }
         /* An UPDATE of a column of its WHERE can bring a row into a partial index too. */
         for (size_t index = 0; usable && partial && index < table->column_count; index++) {
-            if (!named[index] && s_names_column(partial, table->columns[index])) {
+            if (!named[index] && (has_generated || s_names_column(partial, table->columns[index]))) {
                 named[index] = true;
                 s_text_add(&updated, "%s", updated_count++ ? ", " : "");
                 s_text_identifier(&updated, table->columns[index]);
@@ -745,6 +765,7 @@ cleanup:
     sqlite3_finalize(indexes);
     sqlite3_finalize(columns);
     sqlite3_finalize(index_sql);
+    sqlite3_finalize(generated);
     s_text_free(&body);
     s_text_free(&updated);
     return rc;
