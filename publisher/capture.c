@@ -10,6 +10,7 @@
     they never go back.
 */
 #include "capture.h"
+#include "sql_text.h"
 
 #include <ctype.h>
 #include <fcntl.h>
@@ -536,70 +537,48 @@ cleanup:
     return rc;
 }
 
-static bool s_word_char(char c)
-{
-    return isalnum((unsigned char) c) || c == '_' || c == '$' || (unsigned char) c >= 0x80;
-}
-
 /*  The expression after the WHERE of a CREATE INDEX statement's text (a partial index), or
-    NULL when the text has none or is not understood. Quoted names, strings and comments are
-    skipped; the WHERE is the first one at depth 0 after the column list, and the text after
-    it must end outside any quote or comment (SQLite keeps a comment left open at the end).  */
+    NULL when the text has none or is not understood. The WHERE is the first one at depth 0
+    after the column list, and the text after it must end outside any quote or comment
+    (SQLite keeps a comment left open at the end).                                          */
 static const char *s_index_where(const char *sql)
 {
     int depth = 0;
     bool after_columns = false;
     const char *where = NULL;
-    for (const char *at = sql; *at;) {
-        char c = *at;
-        if (c == '\'' || c == '"' || c == '`' || c == '[') {
-            char close = c == '[' ? ']' : c;
-            for (at++; *at && !(*at == close && (close == ']' || at[1] != close)); at++) {
-                if (*at == close) {
-                    at++; /* a doubled quote */
-                }
-            }
-            if (!*at) {
-                return NULL;
-            }
-            at++;
-        } else if (c == '-' && at[1] == '-') {
-            at = strchr(at, '\n');
-            if (!at) {
-                return NULL;
-            }
-        } else if (c == '/' && at[1] == '*') {
-            at = strstr(at + 2, "*/");
-            if (!at) {
-                return NULL;
-            }
-            at += 2;
-        } else if (c == '(' || c == ')') {
-            depth += c == '(' ? 1 : -1;
-            after_columns = after_columns || (c == ')' && depth == 0);
-            at++;
-        } else if (!where && after_columns && depth == 0 && strncasecmp(at, "WHERE", 5) == 0 &&
-                   (at == sql || !s_word_char(at[-1])) && !s_word_char(at[5])) {
-            where = at + 5;
-            at = where;
-        } else {
-            at++;
+    const char *at = sql;
+    for (;;) {
+        const char *start;
+        size_t length;
+        vs_sql_kind_t kind = vs_sql_next(&at, &start, &length);
+        if (kind == VS_SQL_END || kind == VS_SQL_OPEN) {
+            return kind == VS_SQL_END ? where : NULL;
+        }
+        if (kind == VS_SQL_OTHER && (*start == '(' || *start == ')')) {
+            depth += *start == '(' ? 1 : -1;
+            after_columns = after_columns || (*start == ')' && depth == 0);
+        } else if (!where && after_columns && depth == 0 &&
+                   vs_sql_is_word(kind, start, length, "WHERE")) {
+            where = at;
         }
     }
-    return where;
 }
 
-/*  True when name may appear in the text of an expression: as a word, bare or quoted, in any
-    case. A name with a quote character in it is taken to appear (its text doubles them).   */
+/*  True when name may appear in the text of an expression: as a word or quoted, in any case.
+    A name with a quote character in it is taken to appear (its text doubles them).         */
 static bool s_names_column(const char *text, const char *name)
 {
     size_t length = strlen(name);
     if (length == 0 || strpbrk(name, "\"'`[]")) {
         return true;
     }
-    for (const char *at = text; *at; at++) {
-        if (strncasecmp(at, name, length) == 0 && (at == text || !s_word_char(at[-1])) &&
-            !s_word_char(at[length])) {
+    const char *start;
+    size_t size;
+    vs_sql_kind_t kind;
+    while ((kind = vs_sql_next(&text, &start, &size)) != VS_SQL_END && kind != VS_SQL_OPEN) {
+        if ((kind == VS_SQL_WORD && size == length && strncasecmp(start, name, length) == 0) ||
+            (kind == VS_SQL_QUOTED && size == length + 2 &&
+             strncasecmp(start + 1, name, length) == 0)) {
             return true;
         }
     }
@@ -626,8 +605,11 @@ static int s_unique_guards_text(vs_capture_t *self, const s_table_t *table, s_te
     s_text_t body = {0};
     s_text_t updated = {0}; /* the columns an UPDATE OF names, once each */
     size_t updated_count = 0;
-    bool *named = calloc(table->column_count, sizeof *named);
-    if (!named) {
+    bool *named = calloc(table->column_count, sizeof *named);  /* in updated          */
+    bool *uses = calloc(table->column_count, sizeof *uses);    /* by the index at hand */
+    if (!named || !uses) {
+        free(named);
+        free(uses);
         s_set_error(self, "out of memory");
         return VS_ENOMEM;
     }
@@ -680,35 +662,33 @@ static int s_unique_guards_text(vs_capture_t *self, const s_table_t *table, s_te
                 usable = false; /* an expression, or the rowid */
                 break;
             }
-            bool stored = false;
-            for (size_t index = 0; index < table->column_count && !stored; index++) {
-                stored = strcasecmp(table->columns[index], name) == 0;
+            size_t column = 0;
+            while (column < table->column_count && strcasecmp(table->columns[column], name)) {
+                column++;
             }
-            if (!stored) {
-                usable = false; /* a generated column: an expression too */
+            if (column == table->column_count) {
+                usable = false; /* a generated column (table_info leaves them out) */
                 break;
             }
+            uses[column] = true;
             s_text_add(&where, "%s", count++ ? " AND " : "");
             s_text_identifier(&where, name);
             s_text_add(&where, " = NEW.");
             s_text_identifier(&where, name);
             s_text_add(&where, " COLLATE ");
             s_text_identifier(&where, collation);
-            for (size_t index = 0; index < table->column_count; index++) {
-                if (!named[index] && strcasecmp(table->columns[index], name) == 0) {
-                    named[index] = true;
-                    s_text_add(&updated, "%s", updated_count++ ? ", " : "");
-                    s_text_identifier(&updated, name);
-                }
-            }
         }
-        /* An UPDATE of a column of its WHERE can bring a row into a partial index too. */
-        for (size_t index = 0; usable && partial && index < table->column_count; index++) {
-            if (!named[index] && (has_generated || s_names_column(partial, table->columns[index]))) {
+        /* The UPDATE guard fires on the index's columns, and for a partial index on those its
+           WHERE reads too: an UPDATE of them alone can bring a row into the index. */
+        for (size_t index = 0; index < table->column_count; index++) {
+            bool in_where =
+                partial && (has_generated || s_names_column(partial, table->columns[index]));
+            if (usable && !named[index] && (uses[index] || in_where)) {
                 named[index] = true;
                 s_text_add(&updated, "%s", updated_count++ ? ", " : "");
                 s_text_identifier(&updated, table->columns[index]);
             }
+            uses[index] = false;
         }
         if (column_step != SQLITE_ROW && column_step != SQLITE_DONE) {
             s_text_free(&where);
@@ -762,6 +742,7 @@ static int s_unique_guards_text(vs_capture_t *self, const s_table_t *table, s_te
     rc = VS_OK;
 cleanup:
     free(named);
+    free(uses);
     sqlite3_finalize(indexes);
     sqlite3_finalize(columns);
     sqlite3_finalize(index_sql);

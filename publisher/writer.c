@@ -2,6 +2,7 @@
     them into _versync_log as the triggers would have (see vs_writer.h).                      */
 #define SQLITE_ENABLE_PREUPDATE_HOOK 1 /* sqlite3.h declares the hook only with this       */
 #include "vs_writer.h"
+#include "sql_text.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -498,61 +499,26 @@ static int s_commit_hook(void *arg)
     return 0;
 }
 
-/*  Past white space, comments and semicolons; NULL inside a comment left open.           */
-static const char *s_sql_skip(const char *sql)
-{
-    for (;;) {
-        if (isspace((unsigned char) *sql) || *sql == ';') {
-            sql++;
-        } else if (sql[0] == '-' && sql[1] == '-') {
-            sql = strchr(sql, '\n');
-            if (!sql) {
-                return NULL;
-            }
-        } else if (sql[0] == '/' && sql[1] == '*') {
-            sql = strstr(sql + 2, "*/");
-            if (!sql) {
-                return NULL;
-            }
-            sql += 2;
-        } else {
-            return sql;
-        }
-    }
-}
-
-static bool s_sql_word_char(char c)
-{
-    return isalnum((unsigned char) c) || c == '_' || c == '$' || (unsigned char) c >= 0x80;
-}
-
 /*  True for the text of a ROLLBACK TO (ROLLBACK [TRANSACTION] TO [SAVEPOINT] name): its
-    first word ROLLBACK, and a word TO after it outside quotes and comments.               */
+    first word ROLLBACK, and a word TO after it, outside quotes and comments.              */
 static bool s_is_rollback_to(const char *sql)
 {
-    sql = sql ? s_sql_skip(sql) : NULL;
-    if (!sql || strncasecmp(sql, "ROLLBACK", 8) != 0 || s_sql_word_char(sql[8])) {
+    if (!sql) {
         return false;
     }
-    for (const char *at = sql + 8; at && *at;) {
-        at = s_sql_skip(at);
-        if (!at || !*at) {
-            break;
-        }
-        if (*at == '\'' || *at == '"' || *at == '`' || *at == '[') {
-            char close = *at == '[' ? ']' : *at;
-            at = strchr(at + 1, close);
-            at = at ? at + 1 : NULL;
-        } else if (s_sql_word_char(*at)) {
-            const char *word = at;
-            while (s_sql_word_char(*at)) {
-                at++;
-            }
-            if (at - word == 2 && strncasecmp(word, "TO", 2) == 0) {
-                return true;
-            }
-        } else {
-            at++;
+    const char *start;
+    size_t length;
+    vs_sql_kind_t kind;
+    do {
+        kind = vs_sql_next(&sql, &start, &length); /* past empty statements */
+    } while (kind == VS_SQL_OTHER && *start == ';');
+    if (!vs_sql_is_word(kind, start, length, "ROLLBACK")) {
+        return false;
+    }
+    while ((kind = vs_sql_next(&sql, &start, &length)) != VS_SQL_END && kind != VS_SQL_OPEN &&
+           !(kind == VS_SQL_OTHER && *start == ';')) {
+        if (vs_sql_is_word(kind, start, length, "TO")) {
+            return true;
         }
     }
     return false;

@@ -76,7 +76,7 @@ typedef struct {
     s_mapping_t *mapping;
     size_t stream;      /* index in streams                                               */
     vs_value_t *values; /* the master's columns, then their bytes                          */
-    uint64_t hash;      /* of the mapping and the key                                     */
+    uint64_t hash;      /* of the slave table's name and the key (s_key_hash)             */
     bool done;          /* written, or superseded by a later change of its key            */
 } s_carried_t;
 
@@ -1360,15 +1360,16 @@ static bool s_key_equal(const s_carried_t *carried, const s_mapping_t *mapping,
     return true;
 }
 
-/*  Indexes the carried upserts by key, with room for twice as many.                          */
+/*  Indexes the carried upserts by key, at most a quarter full: s_carry adds to it until it
+    is half full.                                                                            */
 static int s_carried_index(vs_apply_t *self)
 {
+    if (self->carried_count >= UINT32_MAX / 4) {
+        return s_fail(self, VS_ENOMEM, "too many upserts waiting for a UNIQUE value");
+    }
     size_t slots = 16;
     while (slots < 4 * self->carried_count + 1) {
         slots *= 2;
-    }
-    if (self->carried_count >= UINT32_MAX / 4) {
-        return s_fail(self, VS_ENOMEM, "too many upserts waiting for a UNIQUE value");
     }
     if (slots > self->carried_slot_count) {
         uint32_t *grown = realloc(self->carried_slots, slots * sizeof *grown);
