@@ -262,7 +262,7 @@ static int s_open(vs_changeset_t *self, const void *data, size_t size, bool chec
             return s_fail(why, VS_ENOMEM, "out of memory");
         }
     }
-    {
+    if (block != NULL) { /* NULL: no table, so nothing to point into (NULL + 0 is undefined) */
         vs_table_t *tables = (vs_table_t *) block;
         vs_bytes_t *columns = (vs_bytes_t *) (tables + table_count);
         vs_value_t *values = (vs_value_t *) (columns + column_total);
