@@ -10,6 +10,8 @@
 
 #include <czmq.h>
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,6 +99,25 @@ static void s_actor(zsock_t *pipe, void *args)
     sqlite3_close_v2(db);
 }
 
+/*  A signal whose handler runs in this thread (an embedding program's, a test harness's
+    timer) cuts czmq's waits short: zactor_new then returns before the actor has started and
+    its start signal is read as the answer, zactor_destroy returns before the thread ends, a
+    read fails with EINTR. The slave database then failed to open for no reason of its own.
+    So the calls that talk to the actor hold every signal back for their millisecond; the
+    held ones are delivered when the mask is restored. The actor's thread starts with every
+    signal blocked as well, and leaves them to the program's own threads.                    */
+static void s_signals_hold(sigset_t *previous)
+{
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, previous);
+}
+
+static void s_signals_restore(const sigset_t *previous)
+{
+    pthread_sigmask(SIG_SETMASK, previous, NULL);
+}
+
 int vs_checkpointer_new(vs_checkpointer_t **self_p, const char *path, char *why, size_t why_size)
 {
     vs_checkpointer_t *self = (vs_checkpointer_t *) calloc(1, sizeof *self);
@@ -105,10 +126,13 @@ int vs_checkpointer_new(vs_checkpointer_t **self_p, const char *path, char *why,
         return VS_ENOMEM;
     }
     /* path is read by the actor only until it has answered OK or ERROR. */
+    sigset_t signals;
+    s_signals_hold(&signals);
     self->actor = zactor_new(s_actor, (void *) path);
     char *status = self->actor ? zstr_recv(self->actor) : NULL;
     if (status && streq(status, "OK")) {
         zstr_free(&status);
+        s_signals_restore(&signals);
         *self_p = self;
         return VS_OK;
     }
@@ -123,6 +147,7 @@ int vs_checkpointer_new(vs_checkpointer_t **self_p, const char *path, char *why,
     }
     zstr_free(&status);
     vs_checkpointer_destroy(&self);
+    s_signals_restore(&signals);
     return code;
 }
 
@@ -132,7 +157,10 @@ void vs_checkpointer_destroy(vs_checkpointer_t **self_p)
         return;
     }
     vs_checkpointer_t *self = *self_p;
+    sigset_t signals;
+    s_signals_hold(&signals);
     zactor_destroy(&self->actor);
+    s_signals_restore(&signals);
     free(self);
     *self_p = NULL;
 }
@@ -146,6 +174,8 @@ void vs_checkpointer_request(vs_checkpointer_t *self)
 unsigned long vs_checkpointer_count(vs_checkpointer_t *self)
 {
     unsigned long count = 0;
+    sigset_t signals;
+    s_signals_hold(&signals);
     if (zstr_send(self->actor, "COUNT") == 0) {
         char *answer = zstr_recv(self->actor);
         if (answer) {
@@ -153,5 +183,6 @@ unsigned long vs_checkpointer_count(vs_checkpointer_t *self)
         }
         zstr_free(&answer);
     }
+    s_signals_restore(&signals);
     return count;
 }

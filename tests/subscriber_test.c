@@ -2,10 +2,12 @@
     actor's catch-up, live, gap and heartbeat handling against a small fake broker.          */
 #include <czmq.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 
 #include "apply.h"
 #include "testutil.h"
@@ -1113,6 +1115,43 @@ static int64_t s_file_size(const char *path, const char *suffix)
     past 4,000 pages the store copies it itself after the commit (past 8,000 it waits for the
     checkpointer to let it), so the WAL stays bounded whatever the checkpointer manages; and
     every row is there at the end.                                                            */
+static void s_ignore_alarm(int signal_number)
+{
+    (void) signal_number;
+}
+
+/*  A program's signal handler that runs while the store starts its checkpointer cuts that
+    wait short (EINTR); the store must still open. Found by fuzz_apply under libFuzzer, whose
+    timer is such a handler: the open failed with "cannot start the checkpointer thread".   */
+static void test_apply_open_under_signals(void)
+{
+    const char *path = s_db_path("apply_open_under_signals");
+    struct sigaction action, previous;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = s_ignore_alarm; /* no SA_RESTART: reads are cut short */
+    sigemptyset(&action.sa_mask);
+    VS_REQUIRE(sigaction(SIGALRM, &action, &previous) == 0);
+    struct itimerval every = {.it_interval = {0, 50}, .it_value = {0, 50}}, off, before;
+    memset(&off, 0, sizeof off);
+    VS_REQUIRE(setitimer(ITIMER_REAL, &every, &before) == 0);
+    int opened = 0, counted = 0;
+    for (int round = 0; round < 200; round++) {
+        vs_apply_t *store = NULL;
+        char why[256] = "";
+        if (vs_apply_open(&store, path, NULL, 0, why, sizeof why) == VS_OK) {
+            opened++;
+            counted += vs_apply_checkpoints(store) == 0; /* an answer, not a failed read */
+        } else {
+            fprintf(stderr, "open %d under signals: %s\n", round, why);
+        }
+        vs_apply_close(&store);
+    }
+    setitimer(ITIMER_REAL, &off, NULL);
+    sigaction(SIGALRM, &previous, NULL);
+    VS_CHECK(opened == 200);
+    VS_CHECK(counted == 200);
+}
+
 static void test_apply_checkpoints(void)
 {
     const int64_t page = 4096;
@@ -2145,6 +2184,7 @@ int main(void)
 {
     vs_test_run("apply_commit", test_apply_commit);
     vs_test_run("apply_checkpoints", test_apply_checkpoints);
+    vs_test_run("apply_open_under_signals", test_apply_open_under_signals);
     vs_test_run("apply_kill_mid_batch", test_apply_kill_mid_batch);
     vs_test_run("apply_gap_and_chain", test_apply_gap_and_chain);
     vs_test_run("apply_create_table", test_apply_create_table);
