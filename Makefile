@@ -6,21 +6,26 @@
 #   make test-sanitize   the suite again under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make memcheck        the unit tests under valgrind
 #   make bench   the benchmark (bench/README.md); QUICK=1 for tiny sizes
+#   make fuzz    the fuzz targets under libFuzzer, FUZZ_SECONDS each (tests/fuzz/README.md)
 
 BUILD ?= build
 SANITIZE_BUILD ?= build-sanitize
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PACKAGES = build-essential cmake pkg-config libzmq3-dev libczmq-dev libsqlite3-dev \
            libsodium-dev libmsgpack-dev sqlite3
 # The test suite also smoke-tests the benchmark (PostgreSQL) and offers valgrind.
 TEST_PACKAGES = $(PACKAGES) valgrind postgresql libpq-dev
+# make fuzz builds with clang and its libFuzzer runtime.
+FUZZ_PACKAGES = $(PACKAGES) clang libclang-rt-dev
 
-.PHONY: all deps test-deps build demo test test-sanitize memcheck bench clean
+.PHONY: all deps test-deps fuzz-deps build demo test test-sanitize memcheck bench fuzz clean
 
 all: build
 
-deps test-deps:
-	@missing=""; for p in $(if $(filter test-deps,$@),$(TEST_PACKAGES),$(PACKAGES)); do \
+deps test-deps fuzz-deps:
+	@missing=""; for p in $(if $(filter test-deps,$@),$(TEST_PACKAGES),$(if $(filter fuzz-deps,$@),$(FUZZ_PACKAGES),$(PACKAGES))); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" \
 	        || missing="$$missing $$p"; \
 	done; \
@@ -56,5 +61,18 @@ memcheck: test-deps build
 bench: test-deps build
 	bash bench/run.sh $(if $(QUICK),--quick,)
 
+# Each target runs FUZZ_SECONDS from the committed corpus plus what earlier runs found
+# ($(FUZZ_BUILD)/corpus); a crash leaves its input in $(FUZZ_BUILD) and fails the run.
+fuzz: fuzz-deps
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DVS_FUZZ=ON \
+	    -DVS_SANITIZE=address,undefined
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_proto fuzz_apply
+	for target in proto apply; do \
+	    mkdir -p $(FUZZ_BUILD)/corpus/$$target && \
+	    (cd $(FUZZ_BUILD) && ./tests/fuzz_$$target -max_total_time=$(FUZZ_SECONDS) \
+	        -max_len=65536 -timeout=10 corpus/$$target $(CURDIR)/tests/fuzz/corpus/$$target) \
+	    || exit 1; \
+	done
+
 clean:
-	rm -rf $(BUILD) $(SANITIZE_BUILD)
+	rm -rf $(BUILD) $(SANITIZE_BUILD) $(FUZZ_BUILD)
