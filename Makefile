@@ -63,6 +63,9 @@ bench: test-deps build
 
 # Each target runs FUZZ_SECONDS from the committed corpus plus what earlier runs found
 # ($(FUZZ_BUILD)/corpus); a crash leaves its input in $(FUZZ_BUILD) and fails the run.
+# fuzz_apply's stores end czmq actor threads that free their last bytes after the input
+# returns, which libFuzzer's leak check between inputs takes for leaks: leaks are checked
+# once, when the run ends (tests/fuzz/README.md).
 fuzz: fuzz-deps
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DVS_FUZZ=ON \
 	    -DVS_SANITIZE=address,undefined
@@ -70,7 +73,8 @@ fuzz: fuzz-deps
 	for target in proto apply; do \
 	    mkdir -p $(FUZZ_BUILD)/corpus/$$target && \
 	    (cd $(FUZZ_BUILD) && ./tests/fuzz_$$target -max_total_time=$(FUZZ_SECONDS) \
-	        -max_len=65536 -timeout=10 corpus/$$target $(CURDIR)/tests/fuzz/corpus/$$target) \
+	        -max_len=65536 -timeout=10 $$([ $$target = apply ] && echo -detect_leaks=0) \
+	        corpus/$$target $(CURDIR)/tests/fuzz/corpus/$$target) \
 	    || exit 1; \
 	done
 
