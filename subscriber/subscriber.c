@@ -17,7 +17,8 @@
 #include "apply.h"
 
 #define S_TICK_MS              100    /* poll timeout while nothing is to be committed        */
-#define S_FETCH_TIMEOUT_MS     3000   /* resend a FETCH left without an answer this long      */
+#define S_FETCH_TIMEOUT_MS     3000   /* resend a FETCH left without an answer this long, ... */
+#define S_FETCH_TIMEOUT_MAX_MS 60000  /* ... doubling at each resend up to this               */
 #define S_RETRY_MS             1000   /* after an ERROR or an odd CHUNK, ask again after this */
 #define S_UNREACHABLE_RETRY_MS 100    /* no connection to the request endpoint yet: retry     */
 #define S_BATCH_ROWS           100000 /* commit a batch past this many rows ...               */
@@ -47,6 +48,7 @@ typedef struct {
     s_phase_t phase;
     uint64_t request_id;  /* the FETCH waiting for its CHUNK; 0 when none            */
     int64_t request_sent; /* when it was sent (zclock_mono)                          */
+    int64_t request_timeout; /* ms until it is sent again, with the same request id  */
     int64_t retry_at;     /* when no FETCH waits: when to send the next one          */
     s_buffered_t *buffer; /* live sets received while catching up, in arrival order  */
     size_t buffer_count;
@@ -191,12 +193,19 @@ static void s_commit_if_due(s_subscriber_t *self, bool idle)
 /* ------------------------------------------------------------------------------------------
     Catch-up.                                                                                 */
 
-static void s_send_fetch_since(s_subscriber_t *self, s_stream_t *stream, uint64_t since)
+/*  Sends FETCH since. again: the FETCH waiting for its CHUNK went unanswered too long; it is
+    sent again under the same request id, so that the first answer to either counts. A broker
+    or a link slower than the timeout (one CHUNK can carry a 64 MiB set) then still gets the
+    slave through, where a new id made every late answer stale and the slave never caught
+    up; and each resend waits twice as long, so a busy broker is not asked ever more often. */
+static void s_send_fetch_since(s_subscriber_t *self, s_stream_t *stream, uint64_t since,
+                               bool again)
 {
     vs_msg_t msg;
     memset(&msg, 0, sizeof msg);
     msg.command = VS_CMD_FETCH;
-    msg.request_id = ++self->next_request_id;
+    again = again && stream->request_id != 0;
+    msg.request_id = again ? stream->request_id : ++self->next_request_id;
     msg.stream.data = stream->name;
     msg.stream.size = strlen(stream->name);
     msg.since = since;
@@ -228,6 +237,11 @@ static void s_send_fetch_since(s_subscriber_t *self, s_stream_t *stream, uint64_
     } else {
         stream->request_id = msg.request_id;
         stream->request_sent = zclock_mono();
+        stream->request_timeout =
+            !again ? S_FETCH_TIMEOUT_MS
+                   : (2 * stream->request_timeout < S_FETCH_TIMEOUT_MAX_MS
+                          ? 2 * stream->request_timeout
+                          : S_FETCH_TIMEOUT_MAX_MS);
         vs_log(&self->logger, VS_LOG_DEBUG, "stream %s: FETCH since %" PRIu64, stream->name,
                msg.since);
     }
@@ -237,7 +251,7 @@ static void s_send_fetch_since(s_subscriber_t *self, s_stream_t *stream, uint64_
 /*  Asks for the sets that follow the stream's position (the open batch included).          */
 static void s_send_fetch(s_subscriber_t *self, s_stream_t *stream)
 {
-    s_send_fetch_since(self, stream, s_position(self, stream, NULL));
+    s_send_fetch_since(self, stream, s_position(self, stream, NULL), false);
 }
 
 static void s_catch_up(s_subscriber_t *self, s_stream_t *stream)
@@ -326,7 +340,7 @@ static void s_on_chunk(s_subscriber_t *self, s_stream_t *stream, const vs_msg_t 
     if (msg->entry_count > 0) {
         uint64_t last = msg->entries[msg->entry_count - 1].seq;
         if (last < msg->head && last > s_position(self, stream, NULL)) {
-            s_send_fetch_since(self, stream, last);
+            s_send_fetch_since(self, stream, last, false);
         }
     }
     for (size_t index = 0; index < msg->entry_count; index++) {
@@ -421,11 +435,11 @@ static void s_check_requests(s_subscriber_t *self)
         if (stream->phase != S_CATCHING_UP) {
             continue;
         }
-        if (stream->request_id != 0 && now - stream->request_sent >= S_FETCH_TIMEOUT_MS) {
+        if (stream->request_id != 0 && now - stream->request_sent >= stream->request_timeout) {
             vs_log(&self->logger, VS_LOG_WARNING,
-                   "stream %s: no answer to FETCH in %d ms; asking again", stream->name,
-                   S_FETCH_TIMEOUT_MS);
-            s_send_fetch(self, stream);
+                   "stream %s: no answer to FETCH in %" PRId64 " ms; asking again",
+                   stream->name, stream->request_timeout);
+            s_send_fetch_since(self, stream, s_position(self, stream, NULL), true);
         } else if (stream->request_id == 0 && now >= stream->retry_at) {
             s_send_fetch(self, stream);
         }

@@ -1403,6 +1403,10 @@ typedef struct {
     size_t history_count;
     size_t chunk_entries; /* entries per CHUNK at most            */
     int ignore_fetches;   /* FETCHes to leave unanswered          */
+    int reply_delay_ms;   /* answer each FETCH this late          */
+    zmsg_t *held[16];     /* FETCHes waiting for their delay      */
+    int64_t held_due[16];
+    size_t held_count;
     size_t fetches;       /* FETCHes received                     */
     size_t subscriptions; /* subscriptions seen on the XPUB       */
     char fatal[512];      /* FATAL reason from the actor, if any  */
@@ -1440,6 +1444,10 @@ static bool s_fake_start(s_fake_t *fake, zcert_t *cert)
 
 static void s_fake_stop(s_fake_t *fake)
 {
+    for (size_t index = 0; index < fake->held_count; index++) {
+        zmsg_destroy(&fake->held[index]);
+    }
+    fake->held_count = 0;
     zsock_destroy(&fake->router);
     zsock_destroy(&fake->xpub);
 }
@@ -1471,12 +1479,8 @@ static void s_fake_reply(s_fake_t *fake, zframe_t *identity, const vs_msg_t *rep
     free(data);
 }
 
-static void s_fake_serve(s_fake_t *fake)
+static void s_fake_answer(s_fake_t *fake, zmsg_t *request)
 {
-    zmsg_t *request = zmsg_recv(fake->router);
-    if (!request) {
-        return;
-    }
     zframe_t *identity = zmsg_first(request);
     zframe_t *body = zmsg_next(request);
     vs_msg_t msg;
@@ -1526,6 +1530,33 @@ static void s_fake_serve(s_fake_t *fake)
     }
     vs_msg_clear(&msg);
     zmsg_destroy(&request);
+}
+
+/*  Takes one request: answers it now, or holds it for reply_delay_ms.                       */
+static void s_fake_serve(s_fake_t *fake)
+{
+    zmsg_t *request = zmsg_recv(fake->router);
+    if (!request) {
+        return;
+    }
+    if (fake->reply_delay_ms > 0 && fake->held_count < 16) {
+        fake->held_due[fake->held_count] = zclock_mono() + fake->reply_delay_ms;
+        fake->held[fake->held_count++] = request;
+        return;
+    }
+    s_fake_answer(fake, request);
+}
+
+/*  Answers the held requests whose delay has passed, oldest first.                          */
+static void s_fake_release(s_fake_t *fake)
+{
+    while (fake->held_count > 0 && zclock_mono() >= fake->held_due[0]) {
+        zmsg_t *request = fake->held[0];
+        fake->held_count--;
+        memmove(fake->held, fake->held + 1, fake->held_count * sizeof *fake->held);
+        memmove(fake->held_due, fake->held_due + 1, fake->held_count * sizeof *fake->held_due);
+        s_fake_answer(fake, request);
+    }
 }
 
 static void s_fake_send_live(s_fake_t *fake, const vs_msg_t *msg)
@@ -1581,6 +1612,7 @@ static bool s_pump_until(s_fake_t *fake, zactor_t *actor, const char *path, s_co
     bool result = false;
     while (!result && zclock_mono() < deadline) {
         void *which = zpoller_wait(poller, 10);
+        s_fake_release(fake);
         if (which == fake->router) {
             s_fake_serve(fake);
         } else if (which == fake->xpub) {
@@ -2120,6 +2152,45 @@ static void test_actor_term_mid_snapshot(void)
     s_history_free(&stock);
 }
 
+/*  A broker that answers every FETCH 3.5 s late, past the subscriber's first 3 s wait: the
+    FETCH sent again keeps its request id, so the late answer to the first one still counts
+    and the slave catches up. With a new id at each resend, every answer came stale and the
+    slave stayed at 0 for good (found by a review).                                           */
+static void test_actor_slow_fetch_answers(void)
+{
+    const char *dir = vs_test_dir("actor_slow_fetch");
+    char path[4200];
+    char reference[4200];
+    snprintf(path, sizeof path, "%s/slave.db", dir);
+    snprintf(reference, sizeof reference, "%s/reference.db", dir);
+    static s_history_t orders = {.stream = "orders"};
+    s_orders_history(&orders, 6, "slow");
+    zcert_t *server = zcert_new();
+    zcert_t *client = zcert_new();
+    s_fake_t fake;
+    zactor_t *actor = s_start_one(&fake, &orders, 6, 64, server, client, path);
+    VS_REQUIRE(actor);
+    fake.reply_delay_ms = 3500;
+    s_wanted_stream = "orders";
+    s_wanted_seq = 6;
+    VS_CHECK(s_pump_until(&fake, actor, path, s_reached, 20000));
+    VS_CHECK(fake.fatal[0] == 0);
+    zactor_destroy(&actor);
+    vs_apply_t *store = s_open(reference);
+    VS_REQUIRE(store);
+    VS_CHECK(s_apply_history(store, &orders, 0, 6) == VS_OK);
+    vs_apply_close(&store);
+    static char got[65536];
+    static char want[65536];
+    s_table_digest(path, "items", got, sizeof got);
+    s_table_digest(reference, "items", want, sizeof want);
+    VS_CHECK(strlen(want) > 10 && strcmp(got, want) == 0);
+    s_fake_stop(&fake);
+    zcert_destroy(&server);
+    zcert_destroy(&client);
+    s_history_free(&orders);
+}
+
 static bool s_fetched(s_fake_t *fake, const char *path)
 {
     (void) path;
@@ -2201,6 +2272,7 @@ int main(void)
     vs_test_run("apply_verify_only", test_apply_verify_only);
     vs_test_run("actor_catch_up_and_live", test_actor_catch_up_and_live);
     vs_test_run("actor_behind_and_fork", test_actor_behind_and_fork);
+    vs_test_run("actor_slow_fetch_answers", test_actor_slow_fetch_answers);
     vs_test_run("actor_term_mid_snapshot", test_actor_term_mid_snapshot);
     vs_test_run("actor_verify_only", test_actor_verify_only);
     vs_test_run("actor_commits_inside_chunk", test_actor_commits_inside_chunk);
