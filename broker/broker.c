@@ -358,6 +358,21 @@ static void s_handle_publish(s_broker_t *self, s_reply_t *reply, const vs_msg_t 
     uint64_t last_version = changeset.last_version;
     vs_changeset_close(&changeset);
 
+    /* A publisher the broker does not know (new, or forgotten with a batch that failed or
+       died before its first commit) says which version it holds acknowledged (acked): its
+       first set here must follow it. Else an earlier set was lost on the way while this one
+       was still queued, and storing it would let the publisher trim versions never stored.
+       A publisher that sends no acked (before this field) is taken as it comes.             */
+    if (request->has_acked && first_version > request->acked + 1 &&
+        !vs_history_knows(self->history, request->stream, request->publisher)) {
+        char reason[sizeof reply->reason];
+        snprintf(reason, sizeof reason,
+                 "versions must follow: a new publisher acknowledged up to %llu, this set "
+                 "starts at %llu; resend from the acknowledged version",
+                 (unsigned long long) request->acked, (unsigned long long) first_version);
+        s_queue_error(self, reply, request->request_id, VS_EGAP, reason);
+        return;
+    }
     vs_history_receipt_t receipt;
     rc = vs_history_append(self->history, request->stream, request->publisher, first_version,
                            last_version, request->changeset.data, request->changeset.size,

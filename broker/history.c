@@ -1006,6 +1006,22 @@ cleanup:
     return status;
 }
 
+bool vs_history_knows(vs_history_t *self, vs_bytes_t stream_name, vs_bytes_t publisher_id)
+{
+    if (!vs_stream_name_valid(stream_name.data, stream_name.size) ||
+        !s_publisher_id_valid(publisher_id.data, publisher_id.size)) {
+        return false;
+    }
+    char key[VS_MAX_PUBLISHER_ID + 1];
+    memcpy(key, publisher_id.data, publisher_id.size);
+    key[publisher_id.size] = 0;
+    char stream_key[VS_MAX_STREAM_NAME + 1];
+    memcpy(stream_key, stream_name.data, stream_name.size);
+    stream_key[stream_name.size] = 0;
+    s_stream_t *stream = (s_stream_t *) zhashx_lookup(self->streams, stream_key);
+    return stream && zhashx_lookup(stream->publishers, key) != NULL;
+}
+
 size_t vs_history_stream_count(const vs_history_t *self)
 {
     return zhashx_size(self->streams);

@@ -99,6 +99,11 @@ int vs_history_checkpoint(vs_history_t *self);
 int vs_history_fetch(vs_history_t *self, vs_bytes_t stream, uint64_t since, uint64_t max_bytes,
                      vs_history_chunk_t *chunk);
 
+/*  True when the broker knows publisher on stream: it has a set of it stored, or staged in
+    the open batch. A publisher is forgotten with a batch that rolls back before its first
+    set was ever committed.                                                                    */
+bool vs_history_knows(vs_history_t *self, vs_bytes_t stream, vs_bytes_t publisher);
+
 /*  Number of streams.                                                                         */
 size_t vs_history_stream_count(const vs_history_t *self);
 

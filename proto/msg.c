@@ -368,6 +368,12 @@ int vs_msg_decode(vs_msg_t *msg, const void *data, size_t size, const char **why
         return s_fail(why, VS_EPROTO, "message with missing fields");
     }
     rc = s_read_fields(&reader, msg, why);
+    if (rc == VS_OK && msg->command == VS_CMD_PUBLISH && count - 3 > fields) {
+        /* PUBLISH's optional acked, the one optional field so far. */
+        rc = s_read_uint(&reader, &msg->acked, why);
+        msg->has_acked = rc == VS_OK;
+        fields++;
+    }
     if (rc == VS_OK) {
         rc = s_skip_extra(&reader, count - 3 - fields, 1, why);
     }
@@ -434,7 +440,7 @@ static int s_check_fields(const vs_msg_t *msg, size_t *bound)
             !s_changeset_valid(msg->changeset)) {
             return VS_EINVAL;
         }
-        total += 5 + msg->publisher.size + 5 + msg->changeset.size;
+        total += 5 + msg->publisher.size + 5 + msg->changeset.size + 9;
         break;
     case VS_CMD_CHUNK:
         if (!s_hash_valid(msg->hash) || msg->entry_count > VS_MAX_CHUNK_ENTRIES ||
@@ -509,7 +515,8 @@ static int s_pack_bin(msgpack_packer *packer, vs_bytes_t bytes)
 /*  Packs the whole message; returns non-zero when the buffer could not grow.                   */
 static int s_pack(msgpack_packer *packer, const vs_msg_t *msg)
 {
-    int rc = msgpack_pack_array(packer, 3 + s_field_count(msg->command));
+    bool acked = msg->command == VS_CMD_PUBLISH && msg->has_acked;
+    int rc = msgpack_pack_array(packer, 3 + s_field_count(msg->command) + (acked ? 1 : 0));
     rc |= msgpack_pack_uint32(packer, VS_PROTOCOL_VERSION);
     rc |= msgpack_pack_uint32(packer, (uint32_t) msg->command);
     rc |= msgpack_pack_uint64(packer, msg->request_id);
@@ -518,6 +525,9 @@ static int s_pack(msgpack_packer *packer, const vs_msg_t *msg)
         rc |= s_pack_str(packer, msg->stream);
         rc |= s_pack_str(packer, msg->publisher);
         rc |= s_pack_bin(packer, msg->changeset);
+        if (acked) {
+            rc |= msgpack_pack_uint64(packer, msg->acked);
+        }
         break;
     case VS_CMD_ACK:
         rc |= s_pack_str(packer, msg->stream);

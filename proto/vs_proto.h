@@ -255,7 +255,8 @@ void vs_changeset_close(vs_changeset_t *self);
     endpoint a message is two frames: the topic (stream name + one 0x00 byte), then the body.  */
 
 typedef enum {
-    VS_CMD_PUBLISH = 1,      /* publisher -> broker: stream, publisher id, change set          */
+    VS_CMD_PUBLISH = 1,      /* publisher -> broker: stream, publisher id, change set, and
+                                optionally acked (docs/protocol.md 4.1)                        */
     VS_CMD_ACK = 2,          /* broker -> publisher: stream, last_version, seq, duplicate      */
     VS_CMD_FETCH = 3,        /* subscriber -> broker: stream, since, max_bytes                 */
     VS_CMD_CHUNK = 4,        /* broker -> subscriber: stream, head, head hash, entries         */
@@ -295,6 +296,8 @@ typedef struct {
     vs_bytes_t stream;    /* every command but STATUS, STATUS_REPLY and ERROR                */
     vs_bytes_t publisher; /* PUBLISH                                                         */
     vs_bytes_t changeset; /* PUBLISH, LIVE                                                   */
+    bool has_acked;       /* PUBLISH: the optional acked field is present                    */
+    uint64_t acked;       /* PUBLISH: the publisher's acknowledged version when it sent it   */
     uint64_t last_version; /* ACK                                                            */
     uint64_t seq;         /* ACK, LIVE                                                       */
     bool duplicate;       /* ACK: the broker had this set already                            */

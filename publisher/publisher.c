@@ -322,6 +322,8 @@ static bool s_send_set(s_publisher_t *self, const vs_capture_set_t *set)
         .stream = {self->stream, strlen(self->stream)},
         .publisher = {self->publisher_id, strlen(self->publisher_id)},
         .changeset = {(const char *) set->data, set->size},
+        .has_acked = true,
+        .acked = self->acked_version,
     };
     uint8_t *body = NULL;
     size_t size = 0;

@@ -1630,6 +1630,47 @@ static int s_status_with_nest(size_t depth, uint8_t container)
     return rc;
 }
 
+/*  PUBLISH's optional acked field: encoded only when present, read back, and the message
+    without it (every publisher before it) still decodes, with has_acked false.            */
+static void test_publish_acked(void)
+{
+    vs_msg_t msg = s_sample(VS_CMD_PUBLISH);
+    uint8_t *plain = NULL, *with = NULL;
+    size_t plain_size = 0, with_size = 0;
+    VS_REQUIRE(s_encode(&msg, &plain, &plain_size));
+    msg.has_acked = true;
+    msg.acked = UINT64_MAX - 1;
+    VS_REQUIRE(s_encode(&msg, &with, &with_size));
+    VS_CHECK(with_size == plain_size + 9);
+    vs_msg_t decoded;
+    VS_CHECK(s_decode(&decoded, plain, plain_size) == VS_OK);
+    VS_CHECK(!decoded.has_acked && decoded.acked == 0);
+    vs_msg_clear(&decoded);
+    VS_CHECK(s_decode(&decoded, with, with_size) == VS_OK);
+    VS_CHECK(decoded.has_acked && decoded.acked == UINT64_MAX - 1);
+    VS_CHECK(vs_bytes_equal(decoded.publisher, "pub:host/1"));
+    vs_msg_clear(&decoded);
+    /*  acked of another type is refused; elements after it are skipped as always.           */
+    uint8_t *bad = malloc(plain_size + 2);
+    uint8_t *longer = malloc(with_size + 1);
+    VS_REQUIRE(bad && longer && (plain[0] & 0xf0) == 0x90);
+    memcpy(bad, plain, plain_size);
+    bad[0]++;
+    bad[plain_size] = 0xa1; /* "x" */
+    bad[plain_size + 1] = 'x';
+    VS_CHECK(s_decode(&decoded, bad, plain_size + 2) == VS_EPROTO);
+    memcpy(longer, with, with_size);
+    longer[0]++;
+    longer[with_size] = 0xc0; /* nil */
+    VS_CHECK(s_decode(&decoded, longer, with_size + 1) == VS_OK);
+    VS_CHECK(decoded.has_acked && decoded.acked == UINT64_MAX - 1);
+    vs_msg_clear(&decoded);
+    free(bad);
+    free(longer);
+    free(plain);
+    free(with);
+}
+
 static void test_trailing_elements(void)
 {
     /*  Known fields, then unknown ones of every type: accepted and skipped.                   */
@@ -2669,6 +2710,7 @@ int main(void)
     vs_test_run("command_round_trip", test_command_round_trip);
     vs_test_run("encode_validation", test_encode_validation);
     vs_test_run("reject_messages", test_reject_messages);
+    vs_test_run("publish_acked", test_publish_acked);
     vs_test_run("trailing_elements", test_trailing_elements);
     vs_test_run("reject_truncations", test_reject_truncations);
     vs_test_run("reject_changesets", test_reject_changesets);
