@@ -655,6 +655,15 @@ static int s_begin(vs_history_t *self)
     return VS_OK;
 }
 
+/*  Dooms the open batch for want of memory: it rolls back and every set of it is answered
+    ESTORE, rather than committed without the set that could not be staged.                   */
+static int s_out_of_memory(vs_history_t *self)
+{
+    self->failed = true;
+    snprintf(self->error, sizeof self->error, "out of memory");
+    return VS_ENOMEM;
+}
+
 /*  Finds or creates (staged) the stream; NULL when out of memory or the database failed.      */
 static s_stream_t *s_stream_require(vs_history_t *self, vs_bytes_t name, int *status)
 {
@@ -671,7 +680,7 @@ static s_stream_t *s_stream_require(vs_history_t *self, vs_bytes_t name, int *st
     }
     stream = s_stream_new(name.data, name.size);
     if (!stream) {
-        *status = VS_ENOMEM;
+        *status = s_out_of_memory(self); /* else the set is ACKed, never stored */
         return NULL;
     }
     sqlite3_bind_text(self->insert_stream, 1, stream->name, (int) stream->name_size, SQLITE_STATIC);
@@ -687,14 +696,12 @@ static s_stream_t *s_stream_require(vs_history_t *self, vs_bytes_t name, int *st
     if (zhashx_insert(self->streams, stream->name, stream) != 0) {
         void *item = stream;
         s_stream_destroy(&item);
-        self->failed = true;
-        *status = VS_ENOMEM;
+        *status = s_out_of_memory(self);
         return NULL;
     }
     if (!s_mark_stream(self, stream)) {
         s_delete(self->streams, stream->name); /* its row goes with the doomed batch */
-        self->failed = true;
-        *status = VS_ENOMEM;
+        *status = s_out_of_memory(self);
         return NULL;
     }
     return stream;
@@ -747,21 +754,18 @@ int vs_history_append(vs_history_t *self, vs_bytes_t stream_name, vs_bytes_t pub
     if (!publisher) {
         publisher = (s_publisher_t *) calloc(1, sizeof *publisher);
         if (!publisher) {
-            self->failed = true;
-            return VS_ENOMEM;
+            return s_out_of_memory(self);
         }
         memcpy(publisher->id, key, publisher_id.size + 1);
         publisher->id_size = publisher_id.size;
         publisher->stream = stream;
         if (zhashx_insert(stream->publishers, publisher->id, publisher) != 0) {
             free(publisher);
-            self->failed = true;
-            return VS_ENOMEM;
+            return s_out_of_memory(self);
         }
     }
     if (!s_mark_stream(self, stream) || !s_mark_publisher(self, publisher)) {
-        self->failed = true;
-        return VS_ENOMEM;
+        return s_out_of_memory(self);
     }
     uint64_t seq = stream->head + 1;
     uint8_t hash[VS_HASH_SIZE];
