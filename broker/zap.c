@@ -2,8 +2,11 @@
 
     Each folder of public certificates is a keyring: the Z85 public keys of the certificates it
     holds (subfolders included, "*_secret" files skipped). A keyring re-reads its folder when
-    the folder's file count, total size or newest modification time changes, the way czmq's
-    zcertstore does. It reads the certificates itself instead of using zcertstore, because
+    any file in it changed: its name, inode, size, or modification or change time to the
+    nanosecond. (czmq's zcertstore looks at the file count, the total size and the newest
+    modification time in whole seconds, so a certificate replaced by another of the same size
+    within the second of the last look went unseen for good: a revoked key stayed admitted.)
+    It reads the certificates itself instead of using zcertstore, because
     zcertstore asserts on two files with the same key and zconfig logs raw bytes of a bad
     file, and a folder's content is outside input: a file that holds no valid public key is
     skipped.
@@ -11,6 +14,7 @@
 #include "zap.h"
 
 #include <string.h>
+#include <sys/stat.h>
 
 #define S_ZAP_ENDPOINT         "inproc://zeromq.zap.01"
 #define S_DENIED_LOG_WINDOW_MS 60000
@@ -20,9 +24,7 @@
 typedef struct {
     char *folder;
     zhashx_t *keys; /* Z85 public key -> (void *) 1                                        */
-    time_t modified;
-    size_t count;
-    off_t size;
+    uint64_t signature; /* of the files' names and stat fields at the last load        */
     bool loaded;
 } s_keyring_t;
 
@@ -126,6 +128,34 @@ cleanup:
     return found;
 }
 
+static uint64_t s_fold(uint64_t hash, const void *data, size_t size)
+{
+    const uint8_t *bytes = (const uint8_t *) data;
+    for (size_t index = 0; index < size; index++) {
+        hash = (hash ^ bytes[index]) * 0x100000001b3ULL; /* FNV-1a */
+    }
+    return hash;
+}
+
+/*  What the folder's files look like now: their names and what stat says of each.            */
+static uint64_t s_signature(zfile_t **files)
+{
+    uint64_t hash = 0xcbf29ce484222325ULL;
+    for (size_t index = 0; files && files[index]; index++) {
+        const char *filename = zfile_filename(files[index], NULL);
+        struct stat info;
+        if (!filename || stat(filename, &info) != 0) {
+            continue;
+        }
+        int64_t fields[] = {(int64_t) info.st_ino,           (int64_t) info.st_size,
+                            (int64_t) info.st_mtim.tv_sec,   (int64_t) info.st_mtim.tv_nsec,
+                            (int64_t) info.st_ctim.tv_sec,   (int64_t) info.st_ctim.tv_nsec};
+        hash = s_fold(hash, filename, strlen(filename) + 1);
+        hash = s_fold(hash, fields, sizeof fields);
+    }
+    return hash;
+}
+
 /*  Re-reads the folder when it changed since the last look.                                   */
 static void s_keyring_refresh(s_keyring_t *self)
 {
@@ -139,13 +169,14 @@ static void s_keyring_refresh(s_keyring_t *self)
         self->loaded = false;
         return;
     }
-    if (self->loaded && self->modified == zdir_modified(folder) &&
-        self->count == (size_t) zdir_count(folder) && self->size == zdir_cursize(folder)) {
+    zfile_t **files = zdir_flatten(folder);
+    uint64_t signature = s_signature(files);
+    if (self->loaded && self->signature == signature) {
+        zdir_flatten_free(&files);
         zdir_destroy(&folder);
         return;
     }
     zhashx_purge(self->keys);
-    zfile_t **files = zdir_flatten(folder);
     for (size_t index = 0; files && files[index]; index++) {
         zfile_t *file = files[index];
         const char *filename = zfile_filename(file, NULL);
@@ -158,9 +189,7 @@ static void s_keyring_refresh(s_keyring_t *self)
         }
     }
     zdir_flatten_free(&files);
-    self->modified = zdir_modified(folder);
-    self->count = (size_t) zdir_count(folder);
-    self->size = zdir_cursize(folder);
+    self->signature = signature;
     self->loaded = true;
     zdir_destroy(&folder);
 }

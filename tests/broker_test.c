@@ -3,6 +3,7 @@
 #include "testutil.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -675,6 +676,31 @@ static void test_authorisation(void)
         zframe_destroy(&frame);
     }
     zsock_destroy(&late);
+
+    /* a certificate replaced by another (czmq's are all of one size) with the same whole-second
+       modification time, as a rotation within the second of the last look: the old key is
+       refused and the new one admitted. The keyring used to miss it for good.               */
+    zcert_t *old_key = zcert_new();
+    zcert_t *new_key = zcert_new();
+    char rotating[1200];
+    snprintf(rotating, sizeof rotating, "%s/rotating.cert", env.subscribers);
+    struct timespec fixed[2] = {{1700000000, 0}, {1700000000, 0}};
+    s_save_public(old_key, env.subscribers, "rotating");
+    VS_CHECK(utimensat(AT_FDCWD, rotating, fixed, 0) == 0);
+    zsock_t *rotated = s_client(&env, old_key);
+    VS_CHECK(s_status_head(rotated, "shared") == 2);
+    zsock_destroy(&rotated);
+    s_save_public(new_key, env.subscribers, "rotating");
+    VS_CHECK(utimensat(AT_FDCWD, rotating, fixed, 0) == 0);
+    rotated = s_client(&env, old_key);
+    VS_CHECK(s_status_within(rotated, 8, &status, S_SILENCE_MS) == NULL);
+    zsock_destroy(&rotated);
+    rotated = s_client(&env, new_key);
+    VS_CHECK(s_status_head(rotated, "shared") == 2);
+    zsock_destroy(&rotated);
+    zcert_destroy(&old_key);
+    zcert_destroy(&new_key);
+
     zsock_destroy(&stranger);
     zsock_destroy(&subscriber);
     zsock_destroy(&both);
