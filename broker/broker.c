@@ -11,7 +11,9 @@
 #include "vs_broker.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "history.h"
@@ -34,6 +36,10 @@
 #define S_PEER_IGNORE_MS   60000
 #define S_PEER_TABLE_MAX   4096 /* peers tracked at once; more are served untracked          */
 #define S_SAMPLE_BYTES     24   /* bytes of a bad message shown in the log                   */
+/*  CHUNK bytes held for one client before its FETCHes are answered VS_EBUSY: two of the
+    largest CHUNKs, so a client that reads its replies never meets it.                        */
+#define S_DEFAULT_MAX_UNREAD (2 * (size_t) VS_MAX_FRAME)
+#define S_OUTBOX_TABLE_MAX   65536 /* clients tracked at once; more are served unbounded     */
 
 typedef enum {
     S_REPLY_STORED,    /* a staged PUBLISH: ACK after the commit, or ESTORE            */
@@ -55,6 +61,20 @@ typedef struct {
     uint32_t code;
     char reason[160];
 } s_reply_t;
+
+/*  The CHUNK bytes one client's connection has not taken yet. ZeroMQ frees each CHUNK (on its
+    I/O thread) once it has written it to the connection; every CHUNK in flight holds a
+    reference, so the counter outlives the client's entry in the table, and the broker.     */
+typedef struct {
+    atomic_size_t bytes;
+    atomic_uint references;
+} s_outbox_t;
+
+/*  What the free function of one counted CHUNK needs.                                        */
+typedef struct {
+    s_outbox_t *outbox;
+    size_t size;
+} s_counted_t;
 
 /*  A peer (routing id) that sent bad requests.                                               */
 typedef struct {
@@ -78,6 +98,8 @@ typedef struct {
     size_t reply_count;
     size_t staged_count; /* S_REPLY_STORED replies in the batch                         */
     zhashx_t *peers;     /* hex routing id -> s_peer_t                                   */
+    zhashx_t *outboxes;  /* hex routing id -> s_outbox_t, of clients that were sent CHUNKs */
+    size_t max_unread;
     bool terminated;
 } s_broker_t;
 
@@ -87,8 +109,31 @@ static void s_free_buffer(void *data, void *hint)
     free(data);
 }
 
-/*  Encodes msg and sends it as one frame; the buffer goes to ZeroMQ without a copy.           */
-static int s_send_encoded(void *handle, const vs_msg_t *msg, int flags)
+static void s_outbox_release(s_outbox_t *outbox)
+{
+    if (atomic_fetch_sub(&outbox->references, 1) == 1) {
+        free(outbox);
+    }
+}
+
+static void s_outbox_destroy(void **item)
+{
+    s_outbox_release((s_outbox_t *) *item);
+    *item = NULL;
+}
+
+static void s_free_counted(void *data, void *hint)
+{
+    s_counted_t *counted = (s_counted_t *) hint;
+    free(data);
+    atomic_fetch_sub(&counted->outbox->bytes, counted->size);
+    s_outbox_release(counted->outbox);
+    free(counted);
+}
+
+/*  Encodes msg and sends it as one frame; the buffer goes to ZeroMQ without a copy. With an
+    outbox, its bytes count there until ZeroMQ has written them.                              */
+static int s_send_encoded(void *handle, const vs_msg_t *msg, int flags, s_outbox_t *outbox)
 {
     uint8_t *data = NULL;
     size_t size = 0;
@@ -96,9 +141,21 @@ static int s_send_encoded(void *handle, const vs_msg_t *msg, int flags)
     if (rc != VS_OK) {
         return rc;
     }
+    s_counted_t *counted = outbox ? (s_counted_t *) malloc(sizeof *counted) : NULL;
+    if (counted) {
+        counted->outbox = outbox;
+        counted->size = size;
+        atomic_fetch_add(&outbox->references, 1);
+        atomic_fetch_add(&outbox->bytes, size);
+    }
     zmq_msg_t frame;
-    if (zmq_msg_init_data(&frame, data, size, s_free_buffer, NULL) != 0) {
-        free(data);
+    if (zmq_msg_init_data(&frame, data, size, counted ? s_free_counted : s_free_buffer,
+                          counted) != 0) {
+        if (counted) {
+            s_free_counted(data, counted);
+        } else {
+            free(data);
+        }
         return VS_ENOMEM;
     }
     if (zmq_msg_send(&frame, handle, flags | ZMQ_DONTWAIT) < 0) {
@@ -108,13 +165,15 @@ static int s_send_encoded(void *handle, const vs_msg_t *msg, int flags)
     return VS_OK;
 }
 
-/*  Sends a reply to the peer of routing_id; the caller still closes routing_id.               */
-static void s_send_reply(s_broker_t *self, zmq_msg_t *routing_id, const vs_msg_t *reply)
+/*  Sends a reply to the peer of routing_id; the caller still closes routing_id. outbox, when
+    not NULL, counts the reply's bytes until they are written.                               */
+static void s_send_reply(s_broker_t *self, zmq_msg_t *routing_id, const vs_msg_t *reply,
+                         s_outbox_t *outbox)
 {
     if (zmq_msg_send(routing_id, self->request_handle, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
         return; /* the peer is gone or its queue is full: ZeroMQ drops the reply          */
     }
-    int rc = s_send_encoded(self->request_handle, reply, 0);
+    int rc = s_send_encoded(self->request_handle, reply, 0, outbox);
     if (rc != VS_OK) {
         /* The identity frame went out: end the message so the socket stays in step. */
         vs_log(&self->logger, VS_LOG_ERROR, "broker: cannot encode a reply: %s", vs_strerror(rc));
@@ -123,7 +182,7 @@ static void s_send_reply(s_broker_t *self, zmq_msg_t *routing_id, const vs_msg_t
                           .code = rc == VS_EMSGSIZE ? VS_EMSGSIZE : VS_ESTORE};
         error.reason.data = "the broker could not build the reply";
         error.reason.size = strlen(error.reason.data);
-        if (s_send_encoded(self->request_handle, &error, 0) != VS_OK) {
+        if (s_send_encoded(self->request_handle, &error, 0, NULL) != VS_OK) {
             zmq_send(self->request_handle, "", 0, ZMQ_DONTWAIT);
         }
     }
@@ -135,7 +194,7 @@ static void s_send_error(s_broker_t *self, zmq_msg_t *routing_id, uint64_t reque
     vs_msg_t error = {.command = VS_CMD_ERROR, .request_id = request_id, .code = code};
     error.reason.data = reason;
     error.reason.size = strlen(reason);
-    s_send_reply(self, routing_id, &error);
+    s_send_reply(self, routing_id, &error, NULL);
 }
 
 /*  Sends a two-frame live message: topic, then body.                                          */
@@ -149,13 +208,13 @@ static void s_send_live(s_broker_t *self, vs_bytes_t stream, const vs_msg_t *bod
     if (zmq_send(self->live_handle, topic, topic_size, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
         return;
     }
-    if (s_send_encoded(self->live_handle, body, 0) != VS_OK) {
+    if (s_send_encoded(self->live_handle, body, 0, NULL) != VS_OK) {
         zmq_send(self->live_handle, "", 0, ZMQ_DONTWAIT); /* ends the message; dropped by SUB */
     }
 }
 
-/*  The peer entry of a routing id, or NULL when none is tracked. key receives the hex id.    */
-static s_peer_t *s_peer_lookup(s_broker_t *self, zmq_msg_t *routing_id, char *key, size_t key_size)
+/*  The hex text of a routing id, the key of the peer and outbox tables.                      */
+static void s_routing_key(zmq_msg_t *routing_id, char *key, size_t key_size)
 {
     const uint8_t *data = (const uint8_t *) zmq_msg_data(routing_id);
     size_t size = zmq_msg_size(routing_id);
@@ -168,6 +227,12 @@ static s_peer_t *s_peer_lookup(s_broker_t *self, zmq_msg_t *routing_id, char *ke
         key[2 * index + 1] = digits[data[index] & 15];
     }
     key[2 * size] = 0;
+}
+
+/*  The peer entry of a routing id, or NULL when none is tracked. key receives the hex id.    */
+static s_peer_t *s_peer_lookup(s_broker_t *self, zmq_msg_t *routing_id, char *key, size_t key_size)
+{
+    s_routing_key(routing_id, key, key_size);
     return (s_peer_t *) zhashx_lookup(self->peers, key);
 }
 
@@ -245,6 +310,49 @@ static void s_peer_error(s_broker_t *self, zmq_msg_t *routing_id, const char *ad
     }
 }
 
+/*  The outbox of a client, created on first use; NULL when the table is full or memory short
+    (that client's CHUNKs are then not bounded).                                              */
+static s_outbox_t *s_outbox_of(s_broker_t *self, zmq_msg_t *routing_id)
+{
+    char key[2 * 256 + 1];
+    s_routing_key(routing_id, key, sizeof key);
+    s_outbox_t *outbox = (s_outbox_t *) zhashx_lookup(self->outboxes, key);
+    if (outbox || zhashx_size(self->outboxes) >= S_OUTBOX_TABLE_MAX) {
+        return outbox;
+    }
+    outbox = (s_outbox_t *) calloc(1, sizeof *outbox);
+    if (!outbox) {
+        return NULL;
+    }
+    atomic_init(&outbox->bytes, 0);
+    atomic_init(&outbox->references, 1); /* the table's */
+    if (zhashx_insert(self->outboxes, key, outbox) != 0) {
+        free(outbox);
+        return NULL;
+    }
+    return outbox;
+}
+
+/*  Forgets the outboxes with nothing in flight.                                              */
+static void s_outbox_sweep(s_broker_t *self)
+{
+    zlistx_t *idle = zlistx_new();
+    if (!idle) {
+        return;
+    }
+    for (s_outbox_t *outbox = (s_outbox_t *) zhashx_first(self->outboxes); outbox;
+         outbox = (s_outbox_t *) zhashx_next(self->outboxes)) {
+        if (atomic_load(&outbox->bytes) == 0) {
+            zlistx_add_end(idle, (void *) zhashx_cursor(self->outboxes));
+        }
+    }
+    for (const char *key = (const char *) zlistx_first(idle); key;
+         key = (const char *) zlistx_next(idle)) {
+        zhashx_delete(self->outboxes, key);
+    }
+    zlistx_destroy(&idle);
+}
+
 static void s_reply_release(s_reply_t *reply)
 {
     zmq_msg_close(&reply->routing_id);
@@ -302,7 +410,7 @@ static void s_flush(s_broker_t *self)
                         .last_version = reply->last_version,
                         .seq = reply->seq,
                         .duplicate = reply->kind == S_REPLY_DUPLICATE};
-        s_send_reply(self, &reply->routing_id, &ack);
+        s_send_reply(self, &reply->routing_id, &ack, NULL);
     }
     for (size_t index = 0; index < self->reply_count; index++) {
         s_reply_release(&self->replies[index]);
@@ -420,6 +528,16 @@ static void s_handle_fetch(s_broker_t *self, s_reply_t *reply, const vs_msg_t *r
         s_peer_error(self, &reply->routing_id, address);
         return;
     }
+    s_outbox_t *outbox = s_outbox_of(self, &reply->routing_id);
+    size_t unread = outbox ? atomic_load(&outbox->bytes) : 0;
+    if (unread >= self->max_unread) {
+        char reason[sizeof reply->reason];
+        snprintf(reason, sizeof reason,
+                 "%zu bytes of CHUNKs not read yet: read them, then ask again", unread);
+        s_send_error(self, &reply->routing_id, request->request_id, VS_EBUSY, reason);
+        s_reply_release(reply);
+        return;
+    }
     s_flush(self);
     vs_history_chunk_t chunk;
     int rc = vs_history_fetch(self->history, request->stream, request->since, request->max_bytes,
@@ -433,7 +551,7 @@ static void s_handle_fetch(s_broker_t *self, s_reply_t *reply, const vs_msg_t *r
                            .entries = chunk.entries};
         answer.hash.data = (const char *) chunk.head_hash;
         answer.hash.size = VS_HASH_SIZE;
-        s_send_reply(self, &reply->routing_id, &answer);
+        s_send_reply(self, &reply->routing_id, &answer, outbox);
     } else {
         char reason[sizeof reply->reason];
         if (rc == VS_EBEHIND) {
@@ -469,7 +587,7 @@ static void s_handle_status(s_broker_t *self, s_reply_t *reply, const vs_msg_t *
                            .request_id = request->request_id,
                            .stream_count = count,
                            .streams = streams};
-        s_send_reply(self, &reply->routing_id, &answer);
+        s_send_reply(self, &reply->routing_id, &answer, NULL);
         vs_history_status_free(&streams, count);
     } else {
         s_send_error(self, &reply->routing_id, request->request_id, VS_ESTORE, "out of memory");
@@ -680,6 +798,13 @@ static int s_start(s_broker_t *self, const vs_broker_config_t *config, char *why
         return -1;
     }
     zhashx_set_destructor(self->peers, s_peer_destroy);
+    self->outboxes = zhashx_new();
+    if (!self->outboxes) {
+        snprintf(why, why_size, "out of memory");
+        return -1;
+    }
+    zhashx_set_destructor(self->outboxes, s_outbox_destroy);
+    self->max_unread = config->max_unread_bytes ? config->max_unread_bytes : S_DEFAULT_MAX_UNREAD;
     if (vs_history_open(config->data_dir, &self->logger, &self->history, why, why_size) != VS_OK) {
         return -1;
     }
@@ -728,6 +853,7 @@ static void s_stop(s_broker_t *self)
     vs_zap_destroy(&self->zap);
     vs_history_destroy(&self->history);
     zhashx_destroy(&self->peers);
+    zhashx_destroy(&self->outboxes); /* CHUNKs ZeroMQ still holds keep theirs alive */
 }
 
 /*  Reports a failure that stops the broker, then waits for $TERM.                            */
@@ -787,6 +913,9 @@ static void s_run(s_broker_t *self)
             self->next_heartbeat = now + self->heartbeat_ms;
             if (zhashx_size(self->peers) > 0) {
                 s_peer_sweep(self, now);
+            }
+            if (zhashx_size(self->outboxes) > 0) {
+                s_outbox_sweep(self);
             }
         }
     }

@@ -51,6 +51,8 @@ typedef struct {
     const char *request_endpoint; /* NULL: tcp://127.0.0.1:5570; port * binds an ephemeral one */
     const char *live_endpoint;    /* NULL: tcp://127.0.0.1:5571                             */
     int heartbeat_ms;             /* 0: 1000                                                */
+    size_t max_unread_bytes;      /* CHUNK bytes held for one client before its FETCHes are
+                                     answered VS_EBUSY; 0: 160 MiB                          */
     vs_logger_t logger;
 } vs_broker_config_t;
 

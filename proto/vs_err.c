@@ -20,6 +20,7 @@ const char *vs_strerror(int code)
     case VS_ETIMEDOUT: return "no answer in time";
     case VS_EIO: return "a socket or file failed";
     case VS_EBEHIND: return "the history ends before this position";
+    case VS_EBUSY: return "too many replies unread: ask again later";
     default: return "unknown error";
     }
 }

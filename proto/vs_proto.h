@@ -59,6 +59,7 @@ typedef enum {
     VS_ETIMEDOUT = 13, /* no answer in time                                 */
     VS_EIO = 14,      /* a socket or file failed                            */
     VS_EBEHIND = 15,  /* the broker's history ends before this position     */
+    VS_EBUSY = 16,    /* the peer has too much unread: ask again later      */
 } vs_err_t;
 
 /*  Returns a static English text for the code; never NULL.                                    */

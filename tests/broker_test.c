@@ -33,6 +33,7 @@ typedef struct {
     zcert_t *both;
     zcert_t *stranger;
     zactor_t *broker;
+    size_t max_unread; /* the broker's max_unread_bytes; 0: its default */
 } s_env_t;
 
 static void s_log(void *arg, vs_log_level_t level, const char *line)
@@ -67,6 +68,7 @@ static char *s_broker_start_once(s_env_t *env, int heartbeat_ms)
                                  .request_endpoint = env->request_endpoint,
                                  .live_endpoint = env->live_endpoint,
                                  .heartbeat_ms = heartbeat_ms,
+                                 .max_unread_bytes = env->max_unread,
                                  .logger = {s_log, NULL}};
     env->broker = zactor_new(vs_broker_actor, &config);
     if (!env->broker) {
@@ -499,6 +501,85 @@ static void test_new_publisher_gap(void)
     free(second);
     free(third);
     zsock_destroy(&client);
+    s_env_destroy(&env);
+}
+
+/*  A subscriber that sends FETCH after FETCH and reads nothing: the broker holds at most about
+    max_unread_bytes of CHUNKs for it, answers the rest VS_EBUSY, and serves others as usual.
+    It used to build and hold every CHUNK (a review grew a broker to 3.4 GB with 200).        */
+static void test_unread_bound(void)
+{
+    s_env_t env;
+    VS_REQUIRE(s_env_new(&env, "unread", 100));
+    zsock_t *client = s_client(&env, env.publisher);
+    for (uint64_t version = 1; version <= 8; version++) {
+        size_t size = 0;
+        uint8_t *set = s_changeset(version, version, 4, 65536, &size);
+        vs_msg_t ack;
+        zframe_t *frame = s_publish(client, version, "big", "p", set, size, &ack);
+        VS_REQUIRE(frame);
+        VS_CHECK(ack.command == VS_CMD_ACK && ack.seq == version);
+        vs_msg_clear(&ack);
+        zframe_destroy(&frame);
+        free(set);
+    }
+    zsock_destroy(&client);
+    zactor_destroy(&env.broker);
+    env.max_unread = 1024 * 1024;
+    char *status = s_broker_start(&env, 100);
+    VS_CHECK(status && streq(status, "OK"));
+    zstr_free(&status);
+    VS_REQUIRE(env.broker);
+
+    enum { FETCHES = 200 };
+    zsock_t *flood = zsock_new(ZMQ_DEALER);
+    zsock_set_linger(flood, 0);
+    zsock_set_rcvhwm(flood, 1);
+    zsock_set_rcvbuf(flood, 4096);
+    zcert_apply(env.subscriber, flood);
+    zsock_set_curve_serverkey(flood, zcert_public_txt(env.broker_cert));
+    zsock_connect(flood, "%s", env.request_endpoint);
+    for (int index = 0; index < FETCHES; index++) {
+        vs_msg_t fetch = {.command = VS_CMD_FETCH, .request_id = 1000 + (uint64_t) index,
+                          .since = 0, .max_bytes = 16 * 1024 * 1024};
+        fetch.stream = s_bytes("big");
+        VS_CHECK(s_send(flood, &fetch));
+    }
+    /* another subscriber is served meanwhile */
+    zsock_t *reader = s_client(&env, env.subscriber);
+    vs_msg_t chunk;
+    zframe_t *frame = s_fetch(reader, 1, "big", 6, 0, &chunk);
+    VS_REQUIRE(frame);
+    VS_CHECK(chunk.command == VS_CMD_CHUNK && chunk.head == 8 && chunk.entry_count >= 1);
+    vs_msg_clear(&chunk);
+    zframe_destroy(&frame);
+    /* every FETCH of the flood answered, most of them VS_EBUSY */
+    int chunks = 0, busy = 0;
+    for (int index = 0; index < FETCHES; index++) {
+        vs_msg_t reply;
+        frame = s_recv(flood, S_REPLY_MS, &reply);
+        if (!frame) {
+            break;
+        }
+        chunks += reply.command == VS_CMD_CHUNK && reply.entry_count == 8;
+        busy += reply.command == VS_CMD_ERROR && reply.code == VS_EBUSY;
+        vs_msg_clear(&reply);
+        zframe_destroy(&frame);
+    }
+    if (getenv("VS_TEST_VERBOSE")) {
+        fprintf(stderr, "    unread bound: %d CHUNKs, %d VS_EBUSY\n", chunks, busy);
+    }
+    VS_CHECK(chunks + busy == FETCHES);
+    VS_CHECK(busy > FETCHES / 2);
+    VS_CHECK(chunks >= 1);
+    /* read, the client is served again */
+    frame = s_fetch(flood, 2, "big", 0, 16 * 1024 * 1024, &chunk);
+    VS_REQUIRE(frame);
+    VS_CHECK(chunk.command == VS_CMD_CHUNK && chunk.entry_count == 8);
+    vs_msg_clear(&chunk);
+    zframe_destroy(&frame);
+    zsock_destroy(&flood);
+    zsock_destroy(&reader);
     s_env_destroy(&env);
 }
 
@@ -1429,6 +1510,7 @@ int main(void)
     vs_test_run("history_checkpoint", test_history_checkpoint);
     vs_test_run("publish_ack_dedupe_restart", test_publish_ack_dedupe_restart);
     vs_test_run("new_publisher_gap", test_new_publisher_gap);
+    vs_test_run("unread_bound", test_unread_bound);
     vs_test_run("fetch_chunks_and_status", test_fetch_chunks_and_status);
     vs_test_run("authorisation", test_authorisation);
     vs_test_run("live", test_live);

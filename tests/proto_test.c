@@ -338,7 +338,7 @@ static void s_log_sink(void *arg, vs_log_level_t level, const char *line)
 static void test_helpers(void)
 {
     /*  Every code has its own text; unknown codes have one too.                               */
-    for (int code = VS_OK; code <= VS_EBEHIND; code++) {
+    for (int code = VS_OK; code <= VS_EBUSY; code++) {
         VS_CHECK(vs_strerror(code) != NULL);
         VS_CHECK(strcmp(vs_strerror(code), vs_strerror(-1)) != 0);
         for (int other = VS_OK; other < code; other++) {
