@@ -250,6 +250,15 @@ int main(int argc, char **argv)
         snprintf(name, sizeof name, "command-%s", names[command]);
         s_write(proto_dir, name, data, size);
         free(data);
+        if (command == VS_CMD_PUBLISH) {
+            msg.has_acked = true;
+            msg.acked = 5;
+            if (vs_msg_encode(&msg, &data, &size) != VS_OK) {
+                s_die("publish with acked");
+            }
+            s_write(proto_dir, "command-publish-acked", data, size);
+            free(data);
+        }
     }
     free(set);
     vs_changeset_writer_destroy(&writer);
