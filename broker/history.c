@@ -212,6 +212,34 @@ static int s_step_done(vs_history_t *self, sqlite3_stmt *statement, const char *
     return rc == SQLITE_DONE ? VS_OK : VS_ESTORE;
 }
 
+/*  Refuses another program's database, before anything is written to it (the journal mode
+    included): a file with tables but no versync schema version.                              */
+static int s_refuse_foreign(vs_history_t *self)
+{
+    sqlite3_stmt *statement = NULL;
+    int version = -1, tables = -1;
+    if (sqlite3_prepare_v2(self->db,
+                           "SELECT (SELECT user_version FROM pragma_user_version),"
+                           " (SELECT count(*) FROM sqlite_master)",
+                           -1, &statement, NULL) == SQLITE_OK &&
+        sqlite3_step(statement) == SQLITE_ROW) {
+        version = sqlite3_column_int(statement, 0);
+        tables = sqlite3_column_int(statement, 1);
+    }
+    sqlite3_finalize(statement);
+    if (version < 0 || tables < 0) {
+        s_set_error(self, "cannot read the schema");
+        return VS_ESTORE;
+    }
+    if (version == 0 && tables > 0) {
+        snprintf(self->error, sizeof self->error,
+                 "history.db holds another program's tables (it has no versync schema "
+                 "version): not touching it");
+        return VS_ESTORE;
+    }
+    return VS_OK;
+}
+
 static int s_create_schema(vs_history_t *self)
 {
     sqlite3_stmt *statement = NULL;
@@ -511,6 +539,9 @@ int vs_history_open(const char *data_dir, const vs_logger_t *logger, vs_history_
     }
     sqlite3_extended_result_codes(self->db, 1);
     sqlite3_busy_timeout(self->db, S_BUSY_TIMEOUT_MS);
+    if (s_refuse_foreign(self) != VS_OK) {
+        goto cleanup;
+    }
     {
         sqlite3_stmt *statement = NULL;
         bool wal = false;

@@ -1308,6 +1308,30 @@ static void test_history_unit(void)
     /* the data folder cannot be a file                                                        */
     char file[1200];
     snprintf(file, sizeof file, "%s/history.db", data);
+
+    /* another program's database is refused and left as it was                                */
+    char foreign[1200];
+    snprintf(foreign, sizeof foreign, "%s/foreign", vs_test_dir("history_foreign"));
+    zsys_dir_create("%s", foreign);
+    char foreign_db[1300];
+    snprintf(foreign_db, sizeof foreign_db, "%s/history.db", foreign);
+    sqlite3 *db = NULL;
+    VS_REQUIRE(sqlite3_open(foreign_db, &db) == SQLITE_OK);
+    VS_CHECK(sqlite3_exec(db, "CREATE TABLE streams (x)", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    VS_CHECK(vs_history_open(foreign, &logger, &history, why, sizeof why) == VS_ESTORE);
+    VS_CHECK(history == NULL && strstr(why, "another program's tables"));
+    VS_REQUIRE(sqlite3_open(foreign_db, &db) == SQLITE_OK);
+    sqlite3_stmt *statement = NULL;
+    VS_CHECK(sqlite3_prepare_v2(db,
+                                "SELECT (SELECT count(*) FROM sqlite_master) * 10 + "
+                                "(SELECT user_version FROM pragma_user_version), "
+                                "(SELECT journal_mode FROM pragma_journal_mode)",
+                                -1, &statement, NULL) == SQLITE_OK &&
+             sqlite3_step(statement) == SQLITE_ROW && sqlite3_column_int(statement, 0) == 10 &&
+             strcmp((const char *) sqlite3_column_text(statement, 1), "delete") == 0);
+    sqlite3_finalize(statement);
+    sqlite3_close(db);
     VS_CHECK(vs_history_open(file, &logger, &history, why, sizeof why) != VS_OK);
     VS_CHECK(history == NULL && strstr(why, "cannot create data folder"));
 }
