@@ -29,6 +29,8 @@
 #define S_ACK_TIMEOUT_MS 5000
 #define S_POLL_MS        50
 #define S_STORE_RETRY_MS 1000 /* after ERROR VS_ESTORE from the broker    */
+#define S_GAP_RETRY_MS   100  /* after the second VS_EGAP in a row, doubling ... */
+#define S_GAP_RETRY_MAX_MS 5000 /* ... up to this                          */
 #define S_BUSY_RETRY_MS  50   /* after our database was locked            */
 /* A WAL write wakes us before the commit is visible (the wal-index in shared memory, which
    inotify does not see, is updated after the write and the sync; here that took 0.2 to 0.7 ms
@@ -105,6 +107,7 @@ typedef struct {
     int64_t linger_until;       /* no read before this time, 0: not lingering    */
     bool blocked;               /* something to send but the DEALER is not ready */
     int64_t retry_at;           /* no read before this time (zclock_mono)       */
+    unsigned gap_streak;        /* VS_EGAP answers since the acknowledged version last moved */
     int64_t recheck_until;      /* look at data_version again until then         */
     int64_t recheck_delay_us;   /* the next look after this long                 */
     int64_t event_at_us;        /* the last event, 0: seen since (zclock_usecs)  */
@@ -500,6 +503,7 @@ static void s_handle_ack(s_publisher_t *self, const vs_msg_t *msg)
            msg->duplicate ? " (duplicate)" : "");
     if (version > self->acked_version) {
         self->acked_version = version;
+        self->gap_streak = 0;
     }
     if (self->sent_version < self->acked_version) {
         self->sent_version = self->acked_version;
@@ -537,8 +541,19 @@ static void s_handle_error(s_publisher_t *self, const vs_msg_t *msg)
             msg->code == VS_EGAP ? "missed an earlier change set" : "could not store a change set",
             reason, (unsigned long long) self->acked_version + 1);
         s_rewind(self);
-        /* A full or failing disk needs time; a gap is repaired at once.                     */
-        self->retry_at = zclock_mono() + (msg->code == VS_ESTORE ? S_STORE_RETRY_MS : 0);
+        /* A full or failing disk needs time; a gap is repaired at once. A gap that comes
+           back without progress means the broker holds fewer versions than it acknowledged
+           (a history restored from a backup): resending at once would spin, so the wait
+           doubles from the second one.                                                      */
+        int64_t delay = 0;
+        if (msg->code == VS_ESTORE) {
+            delay = S_STORE_RETRY_MS;
+        } else if (++self->gap_streak > 1) {
+            unsigned doublings = self->gap_streak - 2 < 16 ? self->gap_streak - 2 : 16;
+            delay = (int64_t) S_GAP_RETRY_MS << doublings;
+            delay = delay < S_GAP_RETRY_MAX_MS ? delay : S_GAP_RETRY_MAX_MS;
+        }
+        self->retry_at = zclock_mono() + delay;
         return;
     }
     s_fail(self, "the broker refused a change set: %s: %s", vs_strerror((int) msg->code), reason);

@@ -1743,6 +1743,47 @@ static void test_actor_store_error_and_timeout(void)
     s_broker_stop(&broker);
 }
 
+/*  A broker that answers every PUBLISH VS_EGAP (a history restored from a backup holds fewer
+    versions than it acknowledged): the publisher resends, but waits longer each time rather
+    than spin, and goes on as soon as the broker takes its sets. It used to resend at once,
+    forever (found by a review).                                                              */
+static void test_actor_repeated_gap(void)
+{
+    s_broker_t broker;
+    VS_REQUIRE(s_broker_start(&broker));
+    const char *path = s_make_db("actor_gap", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);");
+    zcert_t *cert = zcert_new();
+    char answer[512];
+    broker.error_code = VS_EGAP;
+    zactor_t *publisher = s_publisher_start(path, &broker, cert, answer, sizeof answer);
+    VS_REQUIRE(publisher != NULL);
+    VS_CHECK(strcmp(answer, "OK") == 0);
+    sqlite3 *db = s_connect(path);
+    s_insert_rows(db, 1, 20);
+    size_t received = broker.received;
+    int64_t deadline = zclock_mono() + 2000;
+    while (zclock_mono() < deadline) {
+        s_broker_serve(&broker, 20);
+    }
+    /* at once, then 100, 200, 400, 800 ms later: a handful in 2 s (a few sets each) */
+    size_t resent = broker.received - received;
+    if (getenv("VS_TEST_VERBOSE")) {
+        fprintf(stderr, "    PUBLISHes in 2 s of VS_EGAP: %zu\n", resent);
+    }
+    VS_CHECK(resent >= 3 && resent <= 60);
+    broker.error_code = 0;
+    deadline = zclock_mono() + 15000;
+    while (zclock_mono() < deadline &&
+           s_query_int(db, "SELECT value FROM _versync_meta WHERE key = 'acked_version'") != 20) {
+        s_broker_serve(&broker, 20);
+    }
+    VS_CHECK(s_query_int(db, "SELECT value FROM _versync_meta WHERE key = 'acked_version'") == 20);
+    zactor_destroy(&publisher);
+    sqlite3_close(db);
+    zcert_destroy(&cert);
+    s_broker_stop(&broker);
+}
+
 static void test_actor_errors(void)
 {
     s_broker_t broker;
@@ -2405,6 +2446,7 @@ int main(void)
     vs_test_run("actor_resends", test_actor_resends);
     vs_test_run("actor_throughput", test_actor_throughput);
     vs_test_run("actor_store_error_and_timeout", test_actor_store_error_and_timeout);
+    vs_test_run("actor_repeated_gap", test_actor_repeated_gap);
     vs_test_run("actor_errors", test_actor_errors);
     return vs_test_summary();
 }
