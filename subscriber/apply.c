@@ -445,6 +445,16 @@ size_t vs_apply_batch_sets(const vs_apply_t *self)
     return self->in_batch ? self->batch_sets : 0;
 }
 
+const char *vs_apply_waiting_stream(const vs_apply_t *self)
+{
+    for (size_t index = 0; index < self->stream_count; index++) {
+        if (self->streams[index].touched && !self->streams[index].consistent) {
+            return self->streams[index].name;
+        }
+    }
+    return NULL;
+}
+
 bool vs_apply_consistent(const vs_apply_t *self)
 {
     for (size_t index = 0; index < self->stream_count; index++) {

@@ -72,6 +72,11 @@ bool vs_apply_in_batch(const vs_apply_t *self);
     flagged VS_CHANGESET_CONSISTENT. True when no batch is open.                               */
 bool vs_apply_consistent(const vs_apply_t *self);
 
+/*  The name of a stream the open batch waits for: touched by it and not standing on a
+    CONSISTENT set (inside a master transaction split over several sets). NULL when none.
+    Borrowed until the store changes.                                                          */
+const char *vs_apply_waiting_stream(const vs_apply_t *self);
+
 /*  Changes (rows) applied in the open batch; 0 when none is open.                             */
 size_t vs_apply_batch_rows(const vs_apply_t *self);
 

@@ -17,6 +17,7 @@
 #include "apply.h"
 
 #define S_TICK_MS              100    /* poll timeout while nothing is to be committed        */
+#define S_WAIT_WARNING_MS      10000  /* warn of a batch held open by a stream this long       */
 #define S_FETCH_TIMEOUT_MS     3000   /* resend a FETCH left without an answer this long, ... */
 #define S_FETCH_TIMEOUT_MAX_MS 60000  /* ... doubling at each resend up to this               */
 #define S_RETRY_MS             1000   /* after an ERROR or an odd CHUNK, ask again after this */
@@ -67,6 +68,7 @@ typedef struct {
     size_t stream_count;
     uint64_t next_request_id;
     int64_t batch_started;
+    int64_t last_wait_warning; /* when a held-open batch was last reported */
     bool terminated;
     bool failed;    /* FATAL sent: only $TERM is served now */
     size_t dropped; /* malformed messages since the last warning */
@@ -178,7 +180,23 @@ static int s_apply(s_subscriber_t *self, s_stream_t *stream, uint64_t seq, const
     or it has reached its size or age bound.                                                    */
 static void s_commit_if_due(s_subscriber_t *self, bool idle)
 {
-    if (self->failed || !vs_apply_in_batch(self->store) || !vs_apply_consistent(self->store)) {
+    if (self->failed || !vs_apply_in_batch(self->store)) {
+        return;
+    }
+    if (!vs_apply_consistent(self->store)) {
+        /* Nothing can be committed, for any stream, until this one completes its master
+           transaction: say so, for a slave that seems to stand still.                      */
+        int64_t now = zclock_mono();
+        if (now - self->batch_started >= S_WAIT_WARNING_MS &&
+            now - self->last_wait_warning >= S_WAIT_WARNING_MS) {
+            self->last_wait_warning = now;
+            vs_log(&self->logger, VS_LOG_WARNING,
+                   "nothing committed for %" PRId64 " s (%zu rows of %zu sets wait): stream %s"
+                   " stands inside a master transaction split over several change sets, and"
+                   " the batch commits when its last set arrives",
+                   (now - self->batch_started) / 1000, vs_apply_batch_rows(self->store),
+                   vs_apply_batch_sets(self->store), vs_apply_waiting_stream(self->store));
+        }
         return;
     }
     if (!idle && vs_apply_batch_rows(self->store) < S_BATCH_ROWS &&

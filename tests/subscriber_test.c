@@ -807,6 +807,7 @@ static void test_apply_split_snapshot(void)
         VS_CHECK(vs_apply_set(store, "s", set->seq, set->hash, set->data, set->size, NULL) ==
                  VS_OK);
         VS_CHECK(!vs_apply_consistent(store));
+        VS_CHECK(vs_apply_waiting_stream(store) && streq(vs_apply_waiting_stream(store), "s"));
         VS_CHECK(vs_apply_commit(store) == VS_EINVAL);
         VS_CHECK(vs_apply_in_batch(store));
     }
@@ -823,6 +824,7 @@ static void test_apply_split_snapshot(void)
                  VS_OK);
     }
     VS_CHECK(vs_apply_consistent(store));
+    VS_CHECK(vs_apply_waiting_stream(store) == NULL);
     VS_CHECK(vs_apply_batch_sets(store) == 3 && vs_apply_batch_rows(store) == 300);
     VS_CHECK(vs_apply_commit(store) == VS_OK);
     vs_apply_close(&store);
