@@ -1045,11 +1045,14 @@ static int s_mapping_build(vs_apply_t *self, const vs_table_t *table, s_mapping_
             }
         }
     }
-    /*  INSERT INTO main."t"("a","b") VALUES(?1,?2) ON CONFLICT("a") DO UPDATE SET "b"=...
-        head is up to VALUES, tail from ON CONFLICT; the multi-row form lists one (?,?) per
-        row, parameters numbered on. SQLite writes the rows in order: a key twice in one
-        statement is inserted, then updated, as by two statements.                          */
-    s_text_add(&head, "INSERT INTO main.");
+    /*  INSERT OR ABORT INTO main."t"("a","b") VALUES(?1,?2) ON CONFLICT("a") DO UPDATE SET
+        "b"=... head is up to VALUES, tail from ON CONFLICT; the multi-row form lists one (?,?)
+        per row, parameters numbered on. SQLite writes the rows in order: a key twice in one
+        statement is inserted, then updated, as by two statements. OR ABORT overrides the
+        slave table's own conflict clauses: with UNIQUE ON CONFLICT IGNORE a colliding row was
+        silently not written, with ON CONFLICT ROLLBACK the batch's transaction was gone. A
+        collision must come back as an error, for the deferral to wait it out.               */
+    s_text_add(&head, "INSERT OR ABORT INTO main.");
     s_text_add_identifier(&head, name);
     s_text_add(&head, "(");
     int parameters = 0;
@@ -1256,10 +1259,15 @@ static int s_bind_row(sqlite3_stmt *stmt, const s_mapping_t *mapping, int offset
 
 /*  True when the last statement failed on a UNIQUE index besides the primary key (an UPSERT
     resolves primary key conflicts itself).                                                   */
+/*  True for a UNIQUE collision the batch can wait out: the transaction must still be open.
+    (The upserts say OR ABORT, which overrides a column's own ON CONFLICT ROLLBACK; should
+    the transaction be gone all the same, the collision is a failure, never a deferral: the
+    rest of the batch would go on in autocommit, and its position commit without its rows.) */
 static bool s_unique_conflict(vs_apply_t *self, int rc)
 {
     return (rc & 0xff) == SQLITE_CONSTRAINT &&
-           sqlite3_extended_errcode(self->db) == SQLITE_CONSTRAINT_UNIQUE;
+           sqlite3_extended_errcode(self->db) == SQLITE_CONSTRAINT_UNIQUE &&
+           !sqlite3_get_autocommit(self->db);
 }
 
 /*  Keeps one upsert for s_deferred_settle: a copy of its values, whose bytes point into the

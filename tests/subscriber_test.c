@@ -537,6 +537,47 @@ static int s_apply_logins(vs_apply_t *store, uint64_t seq, uint8_t hash[VS_HASH_
     end of the set, through the one-row and the 32-row statements alike; values that go round
     in a cycle (a swap) are deleted and written again. A collision with a row the set does not
     change is a real difference: the set fails and nothing of it stays.                      */
+/*  A slave table whose UNIQUE column has its own conflict clause. The upserts override it,
+    so a collision still comes back as an error and waits for the row that gives the value
+    up. With ON CONFLICT IGNORE the colliding row was silently not written; with ON CONFLICT
+    ROLLBACK the batch's transaction was gone, the rest of it went on in autocommit, and the
+    position was committed without the sets before (found by a review).                      */
+static void test_apply_unique_conflict_clauses(void)
+{
+    static const char *const clauses[] = {"IGNORE", "ROLLBACK", "FAIL", "REPLACE", "ABORT"};
+    for (size_t index = 0; index < sizeof clauses / sizeof clauses[0]; index++) {
+        char name[64];
+        snprintf(name, sizeof name, "apply_unique_clause_%s", clauses[index]);
+        const char *path = s_db_path(name);
+        char sql[256];
+        snprintf(sql, sizeof sql,
+                 "CREATE TABLE acc(id INTEGER PRIMARY KEY, login TEXT UNIQUE ON CONFLICT %s)",
+                 clauses[index]);
+        VS_CHECK(s_exec(path, sql) == SQLITE_OK);
+        vs_apply_t *store = s_open(path);
+        VS_REQUIRE(store);
+        uint8_t hash[VS_HASH_SIZE] = {0};
+        VS_CHECK(s_apply_logins(store, 1, hash, 2, (int[]){1, 2},
+                                (const char *const[]){"a", "b"}) == VS_OK);
+        /* one batch: a new row; then a new row 3 takes row 1's login, which row 1 gives up
+           later in the set (the INSERT collides, where the column's clause applies) */
+        VS_CHECK(s_apply_logins_flagged(store, 2, hash, 1, (int[]){4},
+                                        (const char *const[]){"c"}, 0) == VS_OK);
+        VS_CHECK(s_apply_logins(store, 3, hash, 2, (int[]){3, 1},
+                                (const char *const[]){"a", "z"}) == VS_OK);
+        vs_apply_close(&store);
+        char text[256];
+        s_query_text(path, "SELECT group_concat(id || '=' || login, ' ') FROM "
+                           "(SELECT * FROM acc ORDER BY id)", text, sizeof text);
+        VS_CHECK(strcmp(text, "1=z 2=b 3=a 4=c") == 0);
+        VS_CHECK(s_stored_seq(path, "s") == 3);
+        if (strcmp(text, "1=z 2=b 3=a 4=c") != 0 || s_stored_seq(path, "s") != 3) {
+            fprintf(stderr, "  ON CONFLICT %s: %s at seq %lld\n", clauses[index], text,
+                    (long long) s_stored_seq(path, "s"));
+        }
+    }
+}
+
 static void test_apply_unique_moves(void)
 {
     const char *path = s_db_path("apply_unique_moves");
@@ -2263,6 +2304,7 @@ int main(void)
     vs_test_run("apply_create_table", test_apply_create_table);
     vs_test_run("apply_common_columns", test_apply_common_columns);
     vs_test_run("apply_unique_moves", test_apply_unique_moves);
+    vs_test_run("apply_unique_conflict_clauses", test_apply_unique_conflict_clauses);
     vs_test_run("apply_unique_moves_across_sets", test_apply_unique_moves_across_sets);
     vs_test_run("apply_primary_key_mismatch", test_apply_primary_key_mismatch);
     vs_test_run("apply_split_snapshot", test_apply_split_snapshot);
