@@ -97,6 +97,7 @@ struct vs_apply {
     sqlite3_stmt *state_write;
     sqlite3_stmt *table_type;
     sqlite3_stmt *table_columns;
+    sqlite3 *scratch; /* in memory: where a master's create_sql shows its column types */
     bool in_batch;
     size_t batch_rows;
     size_t batch_sets;
@@ -363,7 +364,7 @@ int vs_apply_open(vs_apply_t **self_p, const char *path, const char *const *tabl
                          &self->table_type);
     }
     if (code == VS_OK) {
-        code = s_prepare(self, "SELECT name, pk FROM pragma_table_info(?1, 'main') ORDER BY cid",
+        code = s_prepare(self, "SELECT name, pk, type FROM pragma_table_info(?1, 'main') ORDER BY cid",
                          &self->table_columns);
     }
     if (code != VS_OK) {
@@ -403,6 +404,7 @@ void vs_apply_close(vs_apply_t **self_p)
     sqlite3_finalize(self->state_write);
     sqlite3_finalize(self->table_type);
     sqlite3_finalize(self->table_columns);
+    sqlite3_close(self->scratch);
     sqlite3_close_v2(self->db);
     for (size_t index = 0; index < self->table_count; index++) {
         free(self->tables[index]);
@@ -781,6 +783,66 @@ cleanup:
 /* ------------------------------------------------------------------------------------------
     Mapping a master table onto the slave table.                                              */
 
+static char s_affinity(const char *type);
+
+/*  The affinities of the master's key columns, in key order, from its create_sql run in an
+    in-memory scratch database under the same authorizer as s_create_table. Returns false
+    when they cannot be known (no create_sql, or one SQLite here does not take): then the
+    caller does without.                                                                     */
+static bool s_master_key_affinities(vs_apply_t *self, const vs_table_t *table,
+                                    char affinities[VS_MAX_PK_COLUMNS])
+{
+    if (table->create_sql.size == 0 || table->create_sql.size > VS_MAX_SQL ||
+        table->name.size > VS_MAX_NAME || memchr(table->create_sql.data, 0, table->create_sql.size)) {
+        return false;
+    }
+    if (!self->scratch && sqlite3_open_v2(":memory:", &self->scratch, SQLITE_OPEN_READWRITE,
+                                          NULL) != SQLITE_OK) {
+        sqlite3_close(self->scratch);
+        self->scratch = NULL;
+        return false;
+    }
+    char name[VS_MAX_NAME + 1];
+    memcpy(name, table->name.data, table->name.size);
+    name[table->name.size] = 0;
+    char *sql = vs_bytes_strdup(table->create_sql);
+    bool known = false;
+    sqlite3_stmt *stmt = NULL;
+    s_create_guard_t guard = {.table = name, .created = false};
+    sqlite3_set_authorizer(self->scratch, s_create_authorizer, &guard);
+    const char *tail = NULL;
+    bool created = sql && sqlite3_prepare_v2(self->scratch, sql, -1, &stmt, &tail) == SQLITE_OK &&
+                   stmt && guard.created && sqlite3_step(stmt) == SQLITE_DONE;
+    sqlite3_finalize(stmt);
+    stmt = NULL;
+    sqlite3_set_authorizer(self->scratch, NULL, NULL);
+    if (created && sqlite3_prepare_v2(self->scratch,
+                                      "SELECT pk, type FROM pragma_table_info(?1, 'main') "
+                                      "WHERE pk > 0",
+                                      -1, &stmt, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
+        size_t found = 0;
+        while (sqlite3_step(stmt) == SQLITE_ROW) {
+            int position = sqlite3_column_int(stmt, 0);
+            if (position >= 1 && position <= (int) table->pk_count) {
+                affinities[position - 1] = s_affinity((const char *) sqlite3_column_text(stmt, 1));
+                found++;
+            }
+        }
+        known = found == table->pk_count;
+    }
+    sqlite3_finalize(stmt);
+    /* Whatever the text created, the scratch database is emptied for the next one. */
+    sqlite3_exec(self->scratch, "PRAGMA writable_schema = 0", NULL, NULL, NULL);
+    char *drop = sqlite3_mprintf("DROP TABLE IF EXISTS main.\"%w\"", name);
+    if (drop) {
+        sqlite3_exec(self->scratch, drop, NULL, NULL, NULL);
+    }
+    sqlite3_free(drop);
+    free(sql);
+    return known;
+}
+
 /*  "1:t|2:ab|...|pk:0,1," with each name length-prefixed, so no two tables collide.          */
 static int s_signature(vs_apply_t *self, const vs_table_t *table)
 {
@@ -841,7 +903,44 @@ typedef struct {
     char *name;
     int pk;            /* 1-based position in the primary key, 0 when not part of it */
     int master_column; /* -1 when the master does not have it */
+    char affinity;     /* of its declared type: s_affinity */
 } s_slave_column_t;
+
+/*  The type affinity of a declared column type, by SQLite's rules (datatype3.html, 3.1):
+    'I'nteger, 'T'ext, 'B'lob (none), 'R'eal, 'N'umeric.                                     */
+static const char *s_affinity_name(char affinity)
+{
+    switch (affinity) {
+    case 'I': return "INTEGER";
+    case 'T': return "TEXT";
+    case 'B': return "BLOB (no type)";
+    case 'R': return "REAL";
+    default: return "NUMERIC";
+    }
+}
+
+static char s_affinity(const char *type)
+{
+    char upper[128];
+    size_t length = 0;
+    for (; type && type[length] && length + 1 < sizeof upper; length++) {
+        upper[length] = (char) toupper((unsigned char) type[length]);
+    }
+    upper[length] = 0;
+    if (strstr(upper, "INT")) {
+        return 'I';
+    }
+    if (strstr(upper, "CHAR") || strstr(upper, "CLOB") || strstr(upper, "TEXT")) {
+        return 'T';
+    }
+    if (length == 0 || strstr(upper, "BLOB")) {
+        return 'B';
+    }
+    if (strstr(upper, "REAL") || strstr(upper, "FLOA") || strstr(upper, "DOUB")) {
+        return 'R';
+    }
+    return 'N';
+}
 
 static void s_slave_columns_free(s_slave_column_t *columns, size_t count)
 {
@@ -874,6 +973,8 @@ static int s_slave_columns(vs_apply_t *self, const char *table, s_slave_column_t
         columns[count].name = strdup(name ? name : "");
         columns[count].pk = sqlite3_column_int(self->table_columns, 1);
         columns[count].master_column = -1;
+        columns[count].affinity =
+            s_affinity((const char *) sqlite3_column_text(self->table_columns, 2));
         if (!columns[count].name) {
             code = s_fail(self, VS_ENOMEM, "out of memory");
             break;
@@ -1016,6 +1117,24 @@ static int s_mapping_build(vs_apply_t *self, const vs_table_t *table, s_mapping_
             (position > (int) table->pk_count ||
              !s_name_equal(table->columns[table->pk_columns[position - 1]], columns[index].name))) {
             same_pk = false;
+        }
+    }
+    /*  Keys of TEXT or no affinity on the master would be converted by a slave key of another
+        affinity: '1', '01' and '1.0' are three rows of a TEXT key, one of an INTEGER key.    */
+    char master_affinity[VS_MAX_PK_COLUMNS];
+    if (same_pk && s_master_key_affinities(self, table, master_affinity)) {
+        for (size_t index = 0; index < column_count; index++) {
+            int position = columns[index].pk;
+            char master = position > 0 ? master_affinity[position - 1] : 0;
+            if (position > 0 && (master == 'T' || master == 'B') &&
+                columns[index].affinity != master) {
+                code = s_fail(self, VS_ESCHEMA,
+                              "table '%s': primary key column '%s' has %s affinity on the slave "
+                              "but %s on the master: the slave would convert the master's keys",
+                              shown, columns[index].name, s_affinity_name(columns[index].affinity),
+                              s_affinity_name(master));
+                goto cleanup;
+            }
         }
     }
     if (!same_pk) {

@@ -777,6 +777,38 @@ static void test_apply_common_columns(void)
 }
 
 /*  A different primary key is refused and nothing of the batch is committed.                 */
+/*  A slave table made by hand whose key has another type affinity than the master's: a TEXT
+    key on the master would be converted by an INTEGER key on the slave, and '1', '01' and
+    '1.0' would land on one row; such a table is refused. Types of the same affinity map.
+    (Found by a review: the check compared key names only.)                                  */
+static void test_apply_primary_key_types(void)
+{
+    const char *path = s_db_path("apply_pk_types");
+    VS_CHECK(s_exec(path, "CREATE TABLE codes(id INTEGER PRIMARY KEY, v);"
+                          "CREATE TABLE names(id VARCHAR(20) PRIMARY KEY, v);"
+                          "CREATE TABLE nums(id INTEGER PRIMARY KEY, v)") == SQLITE_OK);
+    vs_apply_t *store = s_open(path);
+    VS_REQUIRE(store);
+    uint8_t hash[VS_HASH_SIZE] = {0};
+    const char *const columns[] = {"id", "v"};
+    const uint32_t pk[] = {0};
+    vs_value_t values[2] = {s_text("01"), s_text("zero-one")};
+    VS_CHECK(s_apply_table_set(store, "s", 1, hash, "codes", "CREATE TABLE codes(id TEXT PRIMARY KEY, v)",
+                               2, columns, 1, pk, values) == VS_ESCHEMA);
+    VS_CHECK(strstr(vs_apply_error(store), "affinity") != NULL);
+    VS_CHECK(!vs_apply_in_batch(store));
+    VS_CHECK(s_apply_table_set(store, "s", 1, hash, "names", "CREATE TABLE names(id TEXT PRIMARY KEY, v)",
+                               2, columns, 1, pk, values) == VS_OK);
+    vs_value_t number[2] = {s_integer(7), s_text("seven")};
+    VS_CHECK(s_apply_table_set(store, "s", 2, hash, "nums", "CREATE TABLE nums(id INT PRIMARY KEY, v)",
+                               2, columns, 1, pk, number) == VS_OK);
+    vs_apply_close(&store);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM codes") == 0);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM names WHERE id = '01'") == 1);
+    VS_CHECK(s_query_int(path, "SELECT count(*) FROM nums WHERE id = 7") == 1);
+    VS_CHECK(s_stored_seq(path, "s") == 2);
+}
+
 static void test_apply_primary_key_mismatch(void)
 {
     const char *path = s_db_path("apply_pk");
@@ -2307,6 +2339,7 @@ int main(void)
     vs_test_run("apply_unique_conflict_clauses", test_apply_unique_conflict_clauses);
     vs_test_run("apply_unique_moves_across_sets", test_apply_unique_moves_across_sets);
     vs_test_run("apply_primary_key_mismatch", test_apply_primary_key_mismatch);
+    vs_test_run("apply_primary_key_types", test_apply_primary_key_types);
     vs_test_run("apply_split_snapshot", test_apply_split_snapshot);
     vs_test_run("apply_two_streams", test_apply_two_streams);
     vs_test_run("apply_delete_and_filter", test_apply_delete_and_filter);
