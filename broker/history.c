@@ -738,6 +738,22 @@ static s_stream_t *s_stream_require(vs_history_t *self, vs_bytes_t name, int *st
     return stream;
 }
 
+/*  Looks up stream and publisher (stored or staged) by name, from valid names; key receives
+    the publisher id as a string. *stream_p is NULL for an unknown stream, the return value
+    NULL for an unknown publisher.                                                            */
+static s_publisher_t *s_publisher_find(vs_history_t *self, vs_bytes_t stream_name,
+                                       vs_bytes_t publisher_id, s_stream_t **stream_p,
+                                       char key[VS_MAX_PUBLISHER_ID + 1])
+{
+    memcpy(key, publisher_id.data, publisher_id.size);
+    key[publisher_id.size] = 0;
+    char stream_key[VS_MAX_STREAM_NAME + 1];
+    memcpy(stream_key, stream_name.data, stream_name.size);
+    stream_key[stream_name.size] = 0;
+    *stream_p = (s_stream_t *) zhashx_lookup(self->streams, stream_key);
+    return *stream_p ? (s_publisher_t *) zhashx_lookup((*stream_p)->publishers, key) : NULL;
+}
+
 int vs_history_append(vs_history_t *self, vs_bytes_t stream_name, vs_bytes_t publisher_id,
                       uint64_t first_version, uint64_t last_version, const void *changeset,
                       size_t size, vs_history_receipt_t *receipt)
@@ -750,17 +766,10 @@ int vs_history_append(vs_history_t *self, vs_bytes_t stream_name, vs_bytes_t pub
     if (self->failed) {
         return VS_ESTORE;
     }
-    char key[VS_MAX_PUBLISHER_ID + 1];
-    memcpy(key, publisher_id.data, publisher_id.size);
-    key[publisher_id.size] = 0;
-    char stream_key[VS_MAX_STREAM_NAME + 1];
-    memcpy(stream_key, stream_name.data, stream_name.size);
-    stream_key[stream_name.size] = 0;
-
     /* A resend is recognised without touching the database.                              */
-    s_stream_t *stream = (s_stream_t *) zhashx_lookup(self->streams, stream_key);
-    s_publisher_t *publisher =
-        stream ? (s_publisher_t *) zhashx_lookup(stream->publishers, key) : NULL;
+    char key[VS_MAX_PUBLISHER_ID + 1];
+    s_stream_t *stream = NULL;
+    s_publisher_t *publisher = s_publisher_find(self, stream_name, publisher_id, &stream, key);
     if (publisher && last_version <= publisher->last_version) {
         receipt->duplicate = true;
         receipt->seq = stream->head;
@@ -1048,13 +1057,8 @@ bool vs_history_knows(vs_history_t *self, vs_bytes_t stream_name, vs_bytes_t pub
         return false;
     }
     char key[VS_MAX_PUBLISHER_ID + 1];
-    memcpy(key, publisher_id.data, publisher_id.size);
-    key[publisher_id.size] = 0;
-    char stream_key[VS_MAX_STREAM_NAME + 1];
-    memcpy(stream_key, stream_name.data, stream_name.size);
-    stream_key[stream_name.size] = 0;
-    s_stream_t *stream = (s_stream_t *) zhashx_lookup(self->streams, stream_key);
-    return stream && zhashx_lookup(stream->publishers, key) != NULL;
+    s_stream_t *stream = NULL;
+    return s_publisher_find(self, stream_name, publisher_id, &stream, key) != NULL;
 }
 
 size_t vs_history_stream_count(const vs_history_t *self)

@@ -832,8 +832,7 @@ static bool s_master_key_affinities(vs_apply_t *self, const vs_table_t *table,
         known = found == table->pk_count;
     }
     sqlite3_finalize(stmt);
-    /* Whatever the text created, the scratch database is emptied for the next one. */
-    sqlite3_exec(self->scratch, "PRAGMA writable_schema = 0", NULL, NULL, NULL);
+    /* The authorizer let it create that one table: dropping it empties the scratch. */
     char *drop = sqlite3_mprintf("DROP TABLE IF EXISTS main.\"%w\"", name);
     if (drop) {
         sqlite3_exec(self->scratch, drop, NULL, NULL, NULL);
@@ -906,8 +905,6 @@ typedef struct {
     char affinity;     /* of its declared type: s_affinity */
 } s_slave_column_t;
 
-/*  The type affinity of a declared column type, by SQLite's rules (datatype3.html, 3.1):
-    'I'nteger, 'T'ext, 'B'lob (none), 'R'eal, 'N'umeric.                                     */
 static const char *s_affinity_name(char affinity)
 {
     switch (affinity) {
@@ -919,6 +916,8 @@ static const char *s_affinity_name(char affinity)
     }
 }
 
+/*  The type affinity of a declared column type, by SQLite's rules (datatype3.html, 3.1):
+    'I'nteger, 'T'ext, 'B'lob (none), 'R'eal, 'N'umeric.                                     */
 static char s_affinity(const char *type)
 {
     char upper[128];
@@ -1377,11 +1376,11 @@ static int s_bind_row(sqlite3_stmt *stmt, const s_mapping_t *mapping, int offset
 }
 
 /*  True when the last statement failed on a UNIQUE index besides the primary key (an UPSERT
-    resolves primary key conflicts itself).                                                   */
-/*  True for a UNIQUE collision the batch can wait out: the transaction must still be open.
-    (The upserts say OR ABORT, which overrides a column's own ON CONFLICT ROLLBACK; should
-    the transaction be gone all the same, the collision is a failure, never a deferral: the
-    rest of the batch would go on in autocommit, and its position commit without its rows.) */
+    resolves primary key conflicts itself), a collision the batch can wait out: the
+    transaction must still be open. (The upserts say OR ABORT, which overrides a column's own
+    ON CONFLICT ROLLBACK; should the transaction be gone all the same, the collision is a
+    failure, never a deferral: the rest of the batch would go on in autocommit, and its
+    position commit without its rows.)                                                        */
 static bool s_unique_conflict(vs_apply_t *self, int rc)
 {
     return (rc & 0xff) == SQLITE_CONSTRAINT &&

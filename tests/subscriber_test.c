@@ -1797,6 +1797,16 @@ static void s_table_digest(const char *path, const char *table, char *out, size_
     s_query_text(path, sql, out, out_size);
 }
 
+/*  True when a table holds the same rows in both databases, and is not (nearly) empty.      */
+static bool s_same_table(const char *path, const char *reference, const char *table)
+{
+    static char got[65536];
+    static char want[65536];
+    s_table_digest(path, table, got, sizeof got);
+    s_table_digest(reference, table, want, sizeof want);
+    return strlen(want) > 10 && strcmp(got, want) == 0;
+}
+
 /*  The history of stream "orders": set k upserts ids 3k-2..3k and deletes id 3k-5.           */
 static void s_orders_history(s_history_t *history, size_t count, const char *tag)
 {
@@ -2019,15 +2029,9 @@ static void test_actor_catch_up_and_live(void)
     VS_CHECK(s_apply_history(store, &orders, 0, 40) == VS_OK);
     VS_CHECK(s_apply_history(store, &stock, 0, 12) == VS_OK);
     vs_apply_close(&store);
-    static char got[65536];
-    static char want[65536];
-    s_table_digest(path, "items", got, sizeof got);
-    s_table_digest(reference, "items", want, sizeof want);
-    VS_CHECK(strlen(want) > 10 && strcmp(got, want) == 0);
+    VS_CHECK(s_same_table(path, reference, "items"));
     VS_CHECK(s_query_int(path, "SELECT count(*) FROM items") == 120 - 38);
-    s_table_digest(path, "stock", got, sizeof got);
-    s_table_digest(reference, "stock", want, sizeof want);
-    VS_CHECK(strlen(want) > 10 && strcmp(got, want) == 0);
+    VS_CHECK(s_same_table(path, reference, "stock"));
     VS_CHECK(s_stored_seq(path, "orders") == 40);
     VS_CHECK(s_stored_seq(path, "stock") == 12);
 
@@ -2255,11 +2259,7 @@ static void test_actor_slow_fetch_answers(void)
     VS_REQUIRE(store);
     VS_CHECK(s_apply_history(store, &orders, 0, 6) == VS_OK);
     vs_apply_close(&store);
-    static char got[65536];
-    static char want[65536];
-    s_table_digest(path, "items", got, sizeof got);
-    s_table_digest(reference, "items", want, sizeof want);
-    VS_CHECK(strlen(want) > 10 && strcmp(got, want) == 0);
+    VS_CHECK(s_same_table(path, reference, "items"));
     s_fake_stop(&fake);
     zcert_destroy(&server);
     zcert_destroy(&client);
