@@ -149,8 +149,8 @@ static int s_send_encoded(void *handle, const vs_msg_t *msg, int flags, s_outbox
         atomic_fetch_add(&outbox->bytes, size);
     }
     zmq_msg_t frame;
-    if (zmq_msg_init_data(&frame, data, size, counted ? s_free_counted : s_free_buffer,
-                          counted) != 0) {
+    if (zmq_msg_init_data(&frame, data, size, counted ? s_free_counted : s_free_buffer, counted) !=
+        0) {
         if (counted) {
             s_free_counted(data, counted);
         } else {

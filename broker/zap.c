@@ -147,9 +147,9 @@ static uint64_t s_signature(zfile_t **files)
         if (!filename || stat(filename, &info) != 0) {
             continue;
         }
-        int64_t fields[] = {(int64_t) info.st_ino,           (int64_t) info.st_size,
-                            (int64_t) info.st_mtim.tv_sec,   (int64_t) info.st_mtim.tv_nsec,
-                            (int64_t) info.st_ctim.tv_sec,   (int64_t) info.st_ctim.tv_nsec};
+        int64_t fields[] = {(int64_t) info.st_ino,         (int64_t) info.st_size,
+                            (int64_t) info.st_mtim.tv_sec, (int64_t) info.st_mtim.tv_nsec,
+                            (int64_t) info.st_ctim.tv_sec, (int64_t) info.st_ctim.tv_nsec};
         hash = s_fold(hash, filename, strlen(filename) + 1);
         hash = s_fold(hash, fields, sizeof fields);
     }

@@ -44,22 +44,22 @@ extern "C" {
 
 typedef enum {
     VS_OK = 0,
-    VS_ENOMEM = 1,    /* out of memory                                      */
-    VS_EINVAL = 2,    /* invalid argument from our own caller               */
-    VS_EPROTO = 3,    /* malformed message or change set                    */
-    VS_EMSGSIZE = 4,  /* a size or count over a limit                       */
-    VS_EVERSION = 5,  /* unsupported protocol version                       */
-    VS_ECOMMAND = 6,  /* unknown command                                    */
-    VS_EAUTH = 7,     /* the peer's key may not do this                     */
-    VS_ESTORE = 8,    /* the database failed (I/O, full disk, corrupt)      */
-    VS_EGAP = 9,      /* a sequence is missing                              */
-    VS_ECHAIN = 10,   /* hash chain mismatch: fork or corrupted history     */
-    VS_ESCHEMA = 11,  /* the slave's table cannot take the master's rows    */
+    VS_ENOMEM = 1,     /* out of memory                                      */
+    VS_EINVAL = 2,     /* invalid argument from our own caller               */
+    VS_EPROTO = 3,     /* malformed message or change set                    */
+    VS_EMSGSIZE = 4,   /* a size or count over a limit                       */
+    VS_EVERSION = 5,   /* unsupported protocol version                       */
+    VS_ECOMMAND = 6,   /* unknown command                                    */
+    VS_EAUTH = 7,      /* the peer's key may not do this                     */
+    VS_ESTORE = 8,     /* the database failed (I/O, full disk, corrupt)      */
+    VS_EGAP = 9,       /* a sequence is missing                              */
+    VS_ECHAIN = 10,    /* hash chain mismatch: fork or corrupted history     */
+    VS_ESCHEMA = 11,   /* the slave's table cannot take the master's rows    */
     VS_ENOTFOUND = 12, /* no such stream, table or file                     */
     VS_ETIMEDOUT = 13, /* no answer in time                                 */
-    VS_EIO = 14,      /* a socket or file failed                            */
-    VS_EBEHIND = 15,  /* the broker's history ends before this position     */
-    VS_EBUSY = 16,    /* the peer has too much unread: ask again later      */
+    VS_EIO = 14,       /* a socket or file failed                            */
+    VS_EBEHIND = 15,   /* the broker's history ends before this position     */
+    VS_EBUSY = 16,     /* the peer has too much unread: ask again later      */
 } vs_err_t;
 
 /*  Returns a static English text for the code; never NULL.                                    */

@@ -29,7 +29,7 @@
 #define S_ACK_TIMEOUT_MS 5000
 #define S_POLL_MS        50
 #define S_STORE_RETRY_MS 1000 /* after ERROR VS_ESTORE from the broker    */
-#define S_GAP_RETRY_MS   100  /* after the second VS_EGAP in a row, doubling ... */
+#define S_GAP_RETRY_MS     100  /* after the second VS_EGAP in a row, doubling ... */
 #define S_GAP_RETRY_MAX_MS 5000 /* ... up to this                          */
 #define S_BUSY_RETRY_MS  50   /* after our database was locked            */
 /* A WAL write wakes us before the commit is visible (the wal-index in shared memory, which

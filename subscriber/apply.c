@@ -364,8 +364,9 @@ int vs_apply_open(vs_apply_t **self_p, const char *path, const char *const *tabl
                          &self->table_type);
     }
     if (code == VS_OK) {
-        code = s_prepare(self, "SELECT name, pk, type FROM pragma_table_info(?1, 'main') ORDER BY cid",
-                         &self->table_columns);
+        code =
+            s_prepare(self, "SELECT name, pk, type FROM pragma_table_info(?1, 'main') ORDER BY cid",
+                      &self->table_columns);
     }
     if (code != VS_OK) {
         goto cleanup;
@@ -793,11 +794,12 @@ static bool s_master_key_affinities(vs_apply_t *self, const vs_table_t *table,
                                     char affinities[VS_MAX_PK_COLUMNS])
 {
     if (table->create_sql.size == 0 || table->create_sql.size > VS_MAX_SQL ||
-        table->name.size > VS_MAX_NAME || memchr(table->create_sql.data, 0, table->create_sql.size)) {
+        table->name.size > VS_MAX_NAME ||
+        memchr(table->create_sql.data, 0, table->create_sql.size)) {
         return false;
     }
-    if (!self->scratch && sqlite3_open_v2(":memory:", &self->scratch, SQLITE_OPEN_READWRITE,
-                                          NULL) != SQLITE_OK) {
+    if (!self->scratch &&
+        sqlite3_open_v2(":memory:", &self->scratch, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
         sqlite3_close(self->scratch);
         self->scratch = NULL;
         return false;

@@ -216,8 +216,7 @@ static void s_commit_if_due(s_subscriber_t *self, bool idle)
     or a link slower than the timeout (one CHUNK can carry a 64 MiB set) then still gets the
     slave through, where a new id made every late answer stale and the slave never caught
     up; and each resend waits twice as long, so a busy broker is not asked ever more often. */
-static void s_send_fetch_since(s_subscriber_t *self, s_stream_t *stream, uint64_t since,
-                               bool again)
+static void s_send_fetch_since(s_subscriber_t *self, s_stream_t *stream, uint64_t since, bool again)
 {
     vs_msg_t msg;
     memset(&msg, 0, sizeof msg);
@@ -255,11 +254,10 @@ static void s_send_fetch_since(s_subscriber_t *self, s_stream_t *stream, uint64_
     } else {
         stream->request_id = msg.request_id;
         stream->request_sent = zclock_mono();
-        stream->request_timeout =
-            !again ? S_FETCH_TIMEOUT_MS
-                   : (2 * stream->request_timeout < S_FETCH_TIMEOUT_MAX_MS
-                          ? 2 * stream->request_timeout
-                          : S_FETCH_TIMEOUT_MAX_MS);
+        stream->request_timeout = !again ? S_FETCH_TIMEOUT_MS
+                                         : (2 * stream->request_timeout < S_FETCH_TIMEOUT_MAX_MS
+                                                ? 2 * stream->request_timeout
+                                                : S_FETCH_TIMEOUT_MAX_MS);
         vs_log(&self->logger, VS_LOG_DEBUG, "stream %s: FETCH since %" PRIu64, stream->name,
                msg.since);
     }
@@ -455,8 +453,8 @@ static void s_check_requests(s_subscriber_t *self)
         }
         if (stream->request_id != 0 && now - stream->request_sent >= stream->request_timeout) {
             vs_log(&self->logger, VS_LOG_WARNING,
-                   "stream %s: no answer to FETCH in %" PRId64 " ms; asking again",
-                   stream->name, stream->request_timeout);
+                   "stream %s: no answer to FETCH in %" PRId64 " ms; asking again", stream->name,
+                   stream->request_timeout);
             s_send_fetch_since(self, stream, s_position(self, stream, NULL), true);
         } else if (stream->request_id == 0 && now >= stream->retry_at) {
             s_send_fetch(self, stream);

@@ -25,7 +25,7 @@ zhashx_t *__wrap_zhashx_new(void)
 
 static vs_bytes_t s_text(const char *text)
 {
-    return (vs_bytes_t) {text, strlen(text)};
+    return (vs_bytes_t){text, strlen(text)};
 }
 
 /*  A new stream that cannot be created dooms the batch: the commit fails, so the broker
@@ -49,9 +49,11 @@ static void test_new_stream_out_of_memory(void)
     VS_CHECK(vs_history_stream_count(history) == 0);
     /* the next batch works, and stores both */
     VS_CHECK(vs_history_append(history, s_text("kept"), s_text("p"), 1, 1, "a", 1, &receipt) ==
-             VS_OK && receipt.seq == 1);
+                 VS_OK &&
+             receipt.seq == 1);
     VS_CHECK(vs_history_append(history, s_text("fresh"), s_text("p"), 1, 3, "abc", 3, &receipt) ==
-             VS_OK && receipt.seq == 1);
+                 VS_OK &&
+             receipt.seq == 1);
     VS_CHECK(vs_history_commit(history) == VS_OK);
     VS_CHECK(vs_history_stream_count(history) == 2);
     vs_history_destroy(&history);

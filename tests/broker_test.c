@@ -274,8 +274,8 @@ static zframe_t *s_publish_acked(zsock_t *client, uint64_t request_id, const cha
                                  uint64_t acked, const uint8_t *changeset, size_t size,
                                  vs_msg_t *reply)
 {
-    vs_msg_t publish = {.command = VS_CMD_PUBLISH, .request_id = request_id, .has_acked = true,
-                        .acked = acked};
+    vs_msg_t publish = {
+        .command = VS_CMD_PUBLISH, .request_id = request_id, .has_acked = true, .acked = acked};
     publish.stream = s_bytes("orders");
     publish.publisher = s_bytes(publisher);
     publish.changeset.data = (const char *) changeset;
@@ -540,8 +540,10 @@ static void test_unread_bound(void)
     zsock_set_curve_serverkey(flood, zcert_public_txt(env.broker_cert));
     zsock_connect(flood, "%s", env.request_endpoint);
     for (int index = 0; index < FETCHES; index++) {
-        vs_msg_t fetch = {.command = VS_CMD_FETCH, .request_id = 1000 + (uint64_t) index,
-                          .since = 0, .max_bytes = 16 * 1024 * 1024};
+        vs_msg_t fetch = {.command = VS_CMD_FETCH,
+                          .request_id = 1000 + (uint64_t) index,
+                          .since = 0,
+                          .max_bytes = 16 * 1024 * 1024};
         fetch.stream = s_bytes("big");
         VS_CHECK(s_send(flood, &fetch));
     }

@@ -561,14 +561,16 @@ static void test_apply_unique_conflict_clauses(void)
                                 (const char *const[]){"a", "b"}) == VS_OK);
         /* one batch: a new row; then a new row 3 takes row 1's login, which row 1 gives up
            later in the set (the INSERT collides, where the column's clause applies) */
-        VS_CHECK(s_apply_logins_flagged(store, 2, hash, 1, (int[]){4},
-                                        (const char *const[]){"c"}, 0) == VS_OK);
+        VS_CHECK(s_apply_logins_flagged(store, 2, hash, 1, (int[]){4}, (const char *const[]){"c"},
+                                        0) == VS_OK);
         VS_CHECK(s_apply_logins(store, 3, hash, 2, (int[]){3, 1},
                                 (const char *const[]){"a", "z"}) == VS_OK);
         vs_apply_close(&store);
         char text[256];
-        s_query_text(path, "SELECT group_concat(id || '=' || login, ' ') FROM "
-                           "(SELECT * FROM acc ORDER BY id)", text, sizeof text);
+        s_query_text(path,
+                     "SELECT group_concat(id || '=' || login, ' ') FROM "
+                     "(SELECT * FROM acc ORDER BY id)",
+                     text, sizeof text);
         VS_CHECK(strcmp(text, "1=z 2=b 3=a 4=c") == 0);
         VS_CHECK(s_stored_seq(path, "s") == 3);
         if (strcmp(text, "1=z 2=b 3=a 4=c") != 0 || s_stored_seq(path, "s") != 3) {
@@ -793,15 +795,18 @@ static void test_apply_primary_key_types(void)
     const char *const columns[] = {"id", "v"};
     const uint32_t pk[] = {0};
     vs_value_t values[2] = {s_text("01"), s_text("zero-one")};
-    VS_CHECK(s_apply_table_set(store, "s", 1, hash, "codes", "CREATE TABLE codes(id TEXT PRIMARY KEY, v)",
-                               2, columns, 1, pk, values) == VS_ESCHEMA);
+    VS_CHECK(s_apply_table_set(store, "s", 1, hash, "codes",
+                               "CREATE TABLE codes(id TEXT PRIMARY KEY, v)", 2, columns, 1, pk,
+                               values) == VS_ESCHEMA);
     VS_CHECK(strstr(vs_apply_error(store), "affinity") != NULL);
     VS_CHECK(!vs_apply_in_batch(store));
-    VS_CHECK(s_apply_table_set(store, "s", 1, hash, "names", "CREATE TABLE names(id TEXT PRIMARY KEY, v)",
-                               2, columns, 1, pk, values) == VS_OK);
+    VS_CHECK(s_apply_table_set(store, "s", 1, hash, "names",
+                               "CREATE TABLE names(id TEXT PRIMARY KEY, v)", 2, columns, 1, pk,
+                               values) == VS_OK);
     vs_value_t number[2] = {s_integer(7), s_text("seven")};
-    VS_CHECK(s_apply_table_set(store, "s", 2, hash, "nums", "CREATE TABLE nums(id INT PRIMARY KEY, v)",
-                               2, columns, 1, pk, number) == VS_OK);
+    VS_CHECK(s_apply_table_set(store, "s", 2, hash, "nums",
+                               "CREATE TABLE nums(id INT PRIMARY KEY, v)", 2, columns, 1, pk,
+                               number) == VS_OK);
     vs_apply_close(&store);
     VS_CHECK(s_query_int(path, "SELECT count(*) FROM codes") == 0);
     VS_CHECK(s_query_int(path, "SELECT count(*) FROM names WHERE id = '01'") == 1);

@@ -31,8 +31,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define S_STREAM "fuzz"
-#define S_MAX_STEPS 64
+#define S_STREAM      "fuzz"
+#define S_MAX_STEPS   64
 #define S_MAX_REOPENS 4
 
 typedef struct {
@@ -79,8 +79,8 @@ static void s_committed(vs_apply_t *store, uint64_t *seq, uint8_t hash[VS_HASH_S
 
 /*  Applies one set at seq after hash (the position's), from an exact copy of its bytes, so
     that a read past its end is a read past the buffer.                                       */
-static int s_apply(vs_apply_t *store, uint64_t seq, const uint8_t hash[VS_HASH_SIZE],
-                   s_set_t set, uint8_t next_hash[VS_HASH_SIZE], bool *applied)
+static int s_apply(vs_apply_t *store, uint64_t seq, const uint8_t hash[VS_HASH_SIZE], s_set_t set,
+                   uint8_t next_hash[VS_HASH_SIZE], bool *applied)
 {
     uint8_t *copy = malloc(set.size ? set.size : 1);
     if (!copy) {
@@ -304,8 +304,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             uint64_t reopened = 0;
             uint8_t reopened_hash[VS_HASH_SIZE];
             s_committed(store, &reopened, reopened_hash);
-            if (reopened != committed ||
-                memcmp(reopened_hash, committed_hash, VS_HASH_SIZE) != 0) {
+            if (reopened != committed || memcmp(reopened_hash, committed_hash, VS_HASH_SIZE) != 0) {
                 s_fail("a reopened store lost its committed position", NULL);
             }
         }

@@ -52,8 +52,8 @@ static void s_check_command(const uint8_t *data, size_t size)
     }
     vs_msg_t again;
     if (vs_msg_decode(&again, encoded, encoded_size, NULL) != VS_OK ||
-        vs_msg_encode(&again, &again_encoded, &again_size) != VS_OK ||
-        again_size != encoded_size || memcmp(encoded, again_encoded, encoded_size) != 0) {
+        vs_msg_encode(&again, &again_encoded, &again_size) != VS_OK || again_size != encoded_size ||
+        memcmp(encoded, again_encoded, encoded_size) != 0) {
         s_fail("a command does not survive encode and decode");
     }
     vs_msg_clear(&again);

@@ -34,27 +34,27 @@ static void s_write(const char *dir, const char *name, const void *data, size_t 
 
 static vs_value_t s_integer(int64_t value)
 {
-    return (vs_value_t) {.type = VS_INTEGER, .as.integer = value};
+    return (vs_value_t){.type = VS_INTEGER, .as.integer = value};
 }
 
 static vs_value_t s_text(const char *text)
 {
-    return (vs_value_t) {.type = VS_TEXT, .as.bytes = {text, strlen(text)}};
+    return (vs_value_t){.type = VS_TEXT, .as.bytes = {text, strlen(text)}};
 }
 
 static vs_value_t s_real(double value)
 {
-    return (vs_value_t) {.type = VS_REAL, .as.real = value};
+    return (vs_value_t){.type = VS_REAL, .as.real = value};
 }
 
 static vs_value_t s_blob(const void *data, size_t size)
 {
-    return (vs_value_t) {.type = VS_BLOB, .as.bytes = {data, size}};
+    return (vs_value_t){.type = VS_BLOB, .as.bytes = {data, size}};
 }
 
 static vs_value_t s_null(void)
 {
-    return (vs_value_t) {.type = VS_NULL};
+    return (vs_value_t){.type = VS_NULL};
 }
 
 static uint32_t s_table(vs_changeset_writer_t *writer, const char *name, const char *sql,
@@ -211,36 +211,41 @@ int main(int argc, char **argv)
         s_die("finish");
     }
     static const uint8_t hash[VS_HASH_SIZE] = {1, 2, 3};
-    vs_entry_t entries[2] = {{.seq = 7, .hash = {(const char *) hash, VS_HASH_SIZE}, .changeset = {(const char *) set, set_size}},
-                             {.seq = 8, .hash = {(const char *) hash, VS_HASH_SIZE}, .changeset = {(const char *) set, set_size}}};
+    vs_entry_t entries[2] = {{.seq = 7,
+                              .hash = {(const char *) hash, VS_HASH_SIZE},
+                              .changeset = {(const char *) set, set_size}},
+                             {.seq = 8,
+                              .hash = {(const char *) hash, VS_HASH_SIZE},
+                              .changeset = {(const char *) set, set_size}}};
     vs_publisher_info_t publisher = {.id = {"pub-1", 5}, .last_version = 6};
-    vs_stream_info_t stream = {.name = {"orders", 6}, .head = 8,
-                               .hash = {(const char *) hash, VS_HASH_SIZE}, .publisher_count = 1,
+    vs_stream_info_t stream = {.name = {"orders", 6},
+                               .head = 8,
+                               .hash = {(const char *) hash, VS_HASH_SIZE},
+                               .publisher_count = 1,
                                .publishers = &publisher};
-    static const char *const names[] = {"", "publish", "ack", "fetch", "chunk", "status",
-                                        "status-reply", "error", "live", "heartbeat"};
+    static const char *const names[] = {"",       "publish",      "ack",   "fetch", "chunk",
+                                        "status", "status-reply", "error", "live",  "heartbeat"};
     for (int command = VS_CMD_PUBLISH; command <= VS_CMD_HEARTBEAT; command++) {
         vs_msg_t msg;
         memset(&msg, 0, sizeof msg);
         msg.command = (vs_command_t) command;
         msg.request_id = command == VS_CMD_LIVE || command == VS_CMD_HEARTBEAT ? 0 : 42;
-        if (command != VS_CMD_STATUS && command != VS_CMD_STATUS_REPLY &&
-            command != VS_CMD_ERROR) {
-            msg.stream = (vs_bytes_t) {"orders", 6};
+        if (command != VS_CMD_STATUS && command != VS_CMD_STATUS_REPLY && command != VS_CMD_ERROR) {
+            msg.stream = (vs_bytes_t){"orders", 6};
         }
         msg.publisher = publisher.id;
-        msg.changeset = (vs_bytes_t) {(const char *) set, set_size};
+        msg.changeset = (vs_bytes_t){(const char *) set, set_size};
         msg.last_version = 6;
         msg.seq = 8;
         msg.since = 6;
         msg.head = 8;
-        msg.hash = (vs_bytes_t) {(const char *) hash, VS_HASH_SIZE};
+        msg.hash = (vs_bytes_t){(const char *) hash, VS_HASH_SIZE};
         msg.entry_count = 2;
         msg.entries = entries;
         msg.stream_count = 1;
         msg.streams = &stream;
         msg.code = VS_EBEHIND;
-        msg.reason = (vs_bytes_t) {"the history ends", 16};
+        msg.reason = (vs_bytes_t){"the history ends", 16};
         uint8_t *data = NULL;
         size_t size = 0;
         if (vs_msg_encode(&msg, &data, &size) != VS_OK) {
